@@ -21,6 +21,7 @@ from core.sample import Box
 PATCH = 28  # pixels per vision-token side (patch 14 x merge 2)
 MIN_TOKENS = 4
 MAX_ASPECT = 200.0
+_EPS = 1e-6
 QWEN_DEFAULT_MAX_TOKENS = 16384  # Qwen2.5-VL's default max_pixels = 16384 * 28 * 28
 
 FallbackReason = Literal["missing", "malformed", "non_finite", "inverted", "degenerate", "outside"]
@@ -60,6 +61,15 @@ def fit_to_budget(
             cols -= 1
         else:
             rows -= 1
+    while cols * rows < min_tokens:  # flooring a small image can land under the minimum
+        grow_cols = (cols + 1) * rows <= max_tokens
+        grow_rows = cols * (rows + 1) <= max_tokens
+        if not (grow_cols or grow_rows):
+            break
+        if grow_cols and (not grow_rows or cols / width <= rows / height):
+            cols += 1
+        else:
+            rows += 1
     return cols * PATCH, rows * PATCH
 
 
@@ -148,8 +158,9 @@ def integer_box(
     side is at least `min_side` and its aspect ratio stays within `MAX_ASPECT` (within the image).
     """
     ow, oh = original_size
-    x1, x2 = math.floor(box[0]), math.ceil(box[2])
-    y1, y2 = math.floor(box[1]), math.ceil(box[3])
+    # Outward, but a float hair above an integer (600.0000001) stays on it.
+    x1, x2 = math.floor(box[0] + _EPS), math.ceil(box[2] - _EPS)
+    y1, y2 = math.floor(box[1] + _EPS), math.ceil(box[3] - _EPS)
     need_w = max(min_side, math.ceil((y2 - y1) / MAX_ASPECT))
     need_h = max(min_side, math.ceil((x2 - x1) / MAX_ASPECT))
     x1, x2 = _widen(x1, x2, min(need_w, ow), ow)

@@ -1,0 +1,76 @@
+"""Prompt templates and chat messages for ERGO's two stages.
+
+Stage 1 (coarse): the coarse view and the question without options. Stage 2 (fine): the same
+conversation plus the policy's stage-1 turn, then the crop and the full question with options.
+The template text is ours and lives in a TOML file (`configs/prompts/ergo.toml` by default).
+Messages use the chat format of HF processors: content parts `{"type": "image"}` and
+`{"type": "text", "text": ...}`; images travel separately, in order of appearance.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.sample import OPTION_LETTERS, Sample
+
+DEFAULT_PROMPTS = Path(__file__).resolve().parent.parent / "configs" / "prompts" / "ergo.toml"
+
+Message = dict[str, Any]
+
+
+class PromptTemplates(BaseModel):
+    """The text of both stages; `str.format` placeholders are listed per field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    system: str = Field(min_length=1)
+    """System message opening every conversation."""
+    coarse: str = Field(min_length=1)
+    """Stage-1 user text. Placeholders: {question}, {width}, {height} (coarse-view pixels)."""
+    fine: str = Field(min_length=1)
+    """Stage-2 user text for multiple choice. Placeholders: {question}, {options}."""
+    fine_free_form: str = Field(min_length=1)
+    """Stage-2 user text for questions without options. Placeholder: {question}."""
+
+    @classmethod
+    def load(cls, path: str | Path = DEFAULT_PROMPTS) -> PromptTemplates:
+        with open(path, "rb") as f:
+            return cls.model_validate(tomllib.load(f))
+
+
+def format_options(options: tuple[str, ...]) -> str:
+    """One line per option: `A. text`."""
+    return "\n".join(f"{OPTION_LETTERS[i]}. {text}" for i, text in enumerate(options))
+
+
+def coarse_messages(
+    templates: PromptTemplates, sample: Sample, coarse_size: tuple[int, int]
+) -> list[Message]:
+    """Stage-1 conversation: system, then the coarse image and the question (no options)."""
+    width, height = coarse_size
+    text = templates.coarse.format(question=sample.question, width=width, height=height)
+    return [
+        {"role": "system", "content": templates.system},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]},
+    ]
+
+
+def fine_messages(
+    templates: PromptTemplates, sample: Sample, stage1: list[Message], stage1_reply: str
+) -> list[Message]:
+    """Stage-2 conversation: stage 1, the policy's reply, then the crop and the full question."""
+    if sample.is_multiple_choice:
+        text = templates.fine.format(
+            question=sample.question, options=format_options(sample.options)
+        )
+    else:
+        text = templates.fine_free_form.format(question=sample.question)
+    return [
+        *stage1,
+        {"role": "assistant", "content": stage1_reply},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]},
+    ]
