@@ -27,7 +27,7 @@ SAMPLE_SCHEMA = pa.schema(
         pa.field("question", pa.string(), nullable=False),
         pa.field("options", pa.list_(pa.string()), nullable=False),
         pa.field("answer", pa.string(), nullable=False),
-        pa.field("gt_box", pa.list_(pa.float64(), 4), nullable=True),
+        pa.field("gt_box", pa.list_(pa.float64()), nullable=True),  # 4 numbers or null
         pa.field("category", pa.string(), nullable=False),
         pa.field("source", pa.string(), nullable=False),
     ]
@@ -95,7 +95,7 @@ class Sample:
             question=row["question"],
             options=tuple(row["options"]),
             answer=row["answer"],
-            gt_box=None if box is None else (box[0], box[1], box[2], box[3]),
+            gt_box=None if box is None else _as_box(row["id"], box),
             category=row.get("category") or "",
             source=row.get("source") or "",
         )
@@ -115,6 +115,12 @@ def encode_png(image: Image.Image, compress_level: int = 1) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
+
+
+def _as_box(sample_id: str, values: Any) -> Box:
+    if len(values) != 4:
+        raise SampleError(f"sample {sample_id!r}: gt_box {values!r} needs four numbers")
+    return (float(values[0]), float(values[1]), float(values[2]), float(values[3]))
 
 
 def _check_box(sample_id: str, box: Box) -> None:

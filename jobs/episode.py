@@ -83,7 +83,6 @@ def main(argv: list[str] | None = None) -> None:
         crop_max_tokens=args.crop_tokens,
         group_size=args.group_size,
         max_new_tokens=args.max_new_tokens,
-        seed=args.seed,
     )
     episodes = run_episodes(engine, samples, PromptTemplates.load(args.prompts), config)
     for episode in episodes:
