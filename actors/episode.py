@@ -71,7 +71,9 @@ def run_episodes(
             parsed = parse_zoom(first.text)
             view = zoom(originals[i], coarse[i].size, parsed, config.crop_max_tokens)
             messages = fine_messages(templates, samples[i], stage1_requests[i].messages, first.text)
-            pending.append((i, g, first, parsed, view, ChatRequest(messages, [coarse[i], view.image])))
+            pending.append(
+                (i, g, first, parsed, view, ChatRequest(messages, [coarse[i], view.image]))
+            )
     stage2 = engine.generate([p[-1] for p in pending], sampling)
     return [
         Episode(samples[i], g, originals[i].size, coarse[i], first, parsed, view, second[0])

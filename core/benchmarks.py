@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from core.dataset import open_parquet
 from core.sample import OPTION_LETTERS, Sample, SampleError, decode_image_bytes
 
 logger = logging.getLogger(__name__)
@@ -274,7 +274,7 @@ def _iter_parquet_rows(
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(row index, row) pairs, reading only `columns` (those the file has) one batch at a time."""
     try:
-        parquet = pq.ParquetFile(file)
+        parquet = open_parquet(file)
     except pa.ArrowException as exc:
         raise SampleError(f"{file}: cannot be read as parquet ({exc})") from exc
     with parquet:

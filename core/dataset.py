@@ -42,7 +42,7 @@ def iter_samples(path: str | Path, batch_size: int = 64) -> Iterator[Sample]:
     """
     for file in _parquet_files(Path(path)):
         row_index = 0
-        for batch in _open(file).iter_batches(batch_size=batch_size):
+        for batch in open_parquet(file).iter_batches(batch_size=batch_size):
             for row in batch.to_pylist():
                 yield _row_to_sample(row, file, row_index)
                 row_index += 1
@@ -53,7 +53,7 @@ def count_samples(path: str | Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in _parquet_files(Path(path)))
 
 
-def _open(file: Path) -> pq.ParquetFile:
+def open_parquet(file: Path) -> pq.ParquetFile:
     # pre_buffer (the default) reads the whole file up front; off, memory stays one batch deep.
     return pq.ParquetFile(file, pre_buffer=False)
 

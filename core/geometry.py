@@ -86,7 +86,7 @@ def budget_tokens(width: int, height: int, max_tokens: int) -> int:
 
 
 def resize_to_budget(image: Image.Image, max_tokens: int) -> Image.Image:
-    """The image resized (bicubic) to `fit_to_budget`; the coarse view when given the whole image."""
+    """The image resized (bicubic) to `fit_to_budget`: the coarse view, given the whole image."""
     size = fit_to_budget(image.width, image.height, max_tokens)
     if size == image.size:
         return image.copy()

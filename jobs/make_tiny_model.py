@@ -111,7 +111,9 @@ def build_tokenizer() -> Qwen2Tokenizer:
     )
     bpe.train_from_iterator(corpus(), trainer=trainer)
     state = json.loads(bpe.to_str())
-    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in state["model"]["merges"]]
+    merges = [
+        tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in state["model"]["merges"]
+    ]
     vocab = state["model"]["vocab"]
     return Qwen2Tokenizer(
         vocab=vocab,
@@ -135,7 +137,11 @@ def build_config(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLConfig:
         "num_attention_heads": 2,
         "num_key_value_heads": 1,
         "max_position_embeddings": 4096,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [8, 12, 12]},
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 1e6,
+            "mrope_section": [8, 12, 12],
+        },
         "bos_token_id": ids["<|endoftext|>"],
         "eos_token_id": ids["<|im_end|>"],
         "pad_token_id": ids["<|endoftext|>"],
@@ -162,7 +168,10 @@ def build_config(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLConfig:
 
 def build_processor(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLProcessor:
     """Images are resized by our own geometry; the processor accepts any size up to Qwen's cap."""
-    pixels = {"min_pixels": MIN_TOKENS * PATCH * PATCH, "max_pixels": QWEN_DEFAULT_MAX_TOKENS * PATCH * PATCH}
+    pixels = {
+        "min_pixels": MIN_TOKENS * PATCH * PATCH,
+        "max_pixels": QWEN_DEFAULT_MAX_TOKENS * PATCH * PATCH,
+    }
     return Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(**pixels),
         video_processor=Qwen2VLVideoProcessor(),

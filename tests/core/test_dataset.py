@@ -91,7 +91,7 @@ def test_invalid_samples_raise(change: dict, message: str) -> None:
 
 def test_corrupt_image_names_the_sample() -> None:
     sample = Sample(id="broken", image=b"not an image", question="q", options=(), answer="a")
-    with pytest.raises(SampleError, match="'broken'.*cannot decode"):
+    with pytest.raises(SampleError, match=r"'broken'.*cannot decode"):
         sample.decode_image()
     truncated = _png(200, 200)[:60]
     with pytest.raises(SampleError, match="cannot decode"):

@@ -12,8 +12,9 @@ from core.sample import Sample
 
 
 def _sample(options: tuple[str, ...] = ("red", "blue", "green", "pink")) -> Sample:
-    return Sample(id="s1", image=b"x", question="What colour is the kite?", options=options,
-                  answer="B")
+    return Sample(
+        id="s1", image=b"x", question="What colour is the kite?", options=options, answer="B"
+    )
 
 
 def test_default_templates_load_and_stage1_hides_options() -> None:

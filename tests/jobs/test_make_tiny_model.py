@@ -19,7 +19,9 @@ def test_same_seed_gives_byte_identical_weights(tiny_model_dir: Path, tmp_path: 
     assert (other / "model.safetensors").read_bytes() != weights
 
 
-def test_config_carries_the_tokenizers_own_special_ids(tiny_model_dir: Path, tiny_processor) -> None:
+def test_config_carries_the_tokenizers_own_special_ids(
+    tiny_model_dir: Path, tiny_processor
+) -> None:
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model_dir)
     tok = tiny_processor.tokenizer
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
