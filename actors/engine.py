@@ -1,26 +1,30 @@
 """The generation-engine interface every rollout backend implements.
 
-An engine takes multi-turn, multi-image chat requests and returns, per request, `n` sampled
-completions with their token ids and the engine's per-token logprobs. The vLLM engine serves
-rollouts; other backends (a transformers engine for machines without vLLM) plug in behind the
-same Protocol.
+Engines work on token ids, not text, so that what the learner trains on is exactly what was
+sampled: a prompt is a list of token ids in which each image is ONE `<|image_pad|>` token
+(the engine expands it to the image's vision tokens) plus the images in order. Images arrive
+already resized to the 28-px grid by `core.geometry`.
+
+Two implementations: `actors.vllm_engine.VLLMEngine` (rollouts; `vllm` on GPUs, the CPU build
+here) and `actors.hf_engine.HFEngine` (transformers; for machines without vLLM, and the
+reference in tests).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import torch
 from PIL import Image
-
-from core.prompts import Message
 
 
 @dataclass(frozen=True)
-class ChatRequest:
-    """A conversation and its images, in order of the image parts in `messages`."""
+class TokenPrompt:
+    """Prompt token ids with one unexpanded image placeholder per image, and the images."""
 
-    messages: list[Message]
+    token_ids: list[int]
     images: list[Image.Image] = field(default_factory=list)
 
 
@@ -37,16 +41,40 @@ class Sampling:
 
 @dataclass(frozen=True)
 class Completion:
-    """One sampled continuation; `logprobs[i]` is the engine's logprob of `token_ids[i]`."""
+    """One sampled continuation; `logprobs[i]` is the engine's logprob of `token_ids[i]` under
+    the unmodified model distribution (before temperature or top-p)."""
 
-    text: str
     token_ids: list[int]
     logprobs: list[float]
-    prompt_token_ids: list[int]
     finish_reason: str | None = None
 
 
+@dataclass(frozen=True)
+class Scored:
+    """A prompt scored by the model: `token_ids` with image placeholders expanded, and
+    `logprobs[i]` = log p(token_ids[i + 1] | token_ids[: i + 1])."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+
+
 class Engine(Protocol):
-    def generate(self, requests: list[ChatRequest], sampling: Sampling) -> list[list[Completion]]:
-        """`sampling.n` completions for each request, in request order."""
+    """A policy model that samples, scores, and takes new weights without a restart."""
+
+    weight_version: int
+
+    def generate(self, prompts: list[TokenPrompt], sampling: Sampling) -> list[list[Completion]]:
+        """`sampling.n` completions for each prompt, in prompt order."""
         ...
+
+    def score(self, prompts: list[TokenPrompt]) -> list[Scored]:
+        """Next-token logprobs of each prompt's own tokens."""
+        ...
+
+    def update_weights(
+        self, version: int, named_tensors: Iterable[tuple[str, torch.Tensor]]
+    ) -> None:
+        """Load new policy weights (HF checkpoint names) in place; later samples carry `version`."""
+        ...
+
+    def shutdown(self) -> None: ...

@@ -1,85 +1,151 @@
 """The two-stage ERGO episode: coarse view -> box -> crop of the original -> answer.
 
-Batched: stage 1 runs for every sample at once with `group_size` completions each, then every
-stage-1 completion is continued by its own stage 2, again in one batch.
+Batched and grouped: stage 1 runs for all samples at once with `group_size` completions each;
+every stage-1 completion is continued by its own stage 2, again in one batch, and stage 2's
+prompt extends stage 1's token for token (so prefix caching reuses it). Nothing is dropped: a
+sample that cannot run yields `group_size` trajectories carrying the failure reason.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
 
-from actors.engine import ChatRequest, Completion, Engine, Sampling
-from core.geometry import Zoom, ZoomParse, parse_zoom, resize_to_budget, zoom
-from core.prompts import PromptTemplates, coarse_messages, fine_messages
-from core.sample import Sample
+from actors.chat_tokens import ChatTokens
+from actors.engine import Completion, Engine, Sampling, TokenPrompt
+from core.geometry import parse_zoom, resize_to_budget, vision_tokens, zoom
+from core.prompts import Message, PromptTemplates, coarse_messages, fine_messages
+from core.sample import Sample, SampleError
+from core.trajectory import Trajectory
 
-
-@dataclass(frozen=True)
-class EpisodeConfig:
-    """Budgets and sampling for both stages."""
-
-    coarse_max_tokens: int = 1280
-    crop_max_tokens: int = 1280
-    group_size: int = 1
-    max_new_tokens: int = 256
-    temperature: float = 1.0
-    seed: int | None = None
+logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Episode:
-    """One sample's two turns as the policy produced them."""
+class EpisodeConfig(BaseModel):
+    """Budgets and sampling of both stages."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    coarse_max_tokens: int = Field(1280, ge=4)
+    """Vision-token cap of the coarse view (ERGO: 1280 or 640; 64 for the tiny model)."""
+    crop_max_tokens: int = Field(1280, ge=4)
+    """Vision-token cap of the crop (and of the fallback image)."""
+    group_size: int = Field(8, ge=1)
+    """Completions per prompt (GRPO's G); each stage-1 completion gets its own stage 2."""
+    max_new_tokens: int = Field(256, ge=1)
+    """Generation cap of each turn."""
+    temperature: float = Field(1.0, ge=0.0)
+    """Sampling temperature of both turns."""
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Nucleus sampling threshold of both turns."""
+
+
+@dataclass
+class _Stage1:
+    """A sample's prepared first turn (or why it cannot run)."""
 
     sample: Sample
-    group_index: int
-    original_size: tuple[int, int]
-    coarse_image: Image.Image
-    stage1: Completion
-    parsed: ZoomParse
-    zoom: Zoom
-    stage2: Completion
-
-    @property
-    def coarse_tokens(self) -> int:
-        return (self.coarse_image.width // 28) * (self.coarse_image.height // 28)
-
-    @property
-    def vision_tokens(self) -> int:
-        return self.coarse_tokens + self.zoom.tokens
+    original: Image.Image | None = None
+    coarse: Image.Image | None = None
+    messages: list[Message] | None = None
+    prompt_ids: list[int] | None = None
+    failure: str | None = None
 
 
-def run_episodes(
-    engine: Engine, samples: list[Sample], templates: PromptTemplates, config: EpisodeConfig
-) -> list[Episode]:
-    """`group_size` episodes per sample, grouped by sample, in sample order."""
-    originals = [s.decode_image() for s in samples]
-    coarse = [resize_to_budget(image, config.coarse_max_tokens) for image in originals]
-    stage1_requests = [
-        ChatRequest(coarse_messages(templates, s, c.size), [c])
-        for s, c in zip(samples, coarse, strict=True)
-    ]
-    sampling = Sampling(
-        max_tokens=config.max_new_tokens, temperature=config.temperature, seed=config.seed
-    )
-    stage1 = engine.generate(stage1_requests, _with_n(sampling, config.group_size))
+@dataclass(frozen=True)
+class EpisodeRunner:
+    """Runs batches of two-stage episodes on any `Engine`."""
 
-    pending = []
-    for i, completions in enumerate(stage1):
-        for g, first in enumerate(completions):
-            parsed = parse_zoom(first.text)
-            view = zoom(originals[i], coarse[i].size, parsed, config.crop_max_tokens)
-            messages = fine_messages(templates, samples[i], stage1_requests[i].messages, first.text)
-            pending.append(
-                (i, g, first, parsed, view, ChatRequest(messages, [coarse[i], view.image]))
-            )
-    stage2 = engine.generate([p[-1] for p in pending], sampling)
-    return [
-        Episode(samples[i], g, originals[i].size, coarse[i], first, parsed, view, second[0])
-        for (i, g, first, parsed, view, _), second in zip(pending, stage2, strict=True)
-    ]
+    chat: ChatTokens
+    templates: PromptTemplates
+    config: EpisodeConfig
+
+    def run(self, engine: Engine, samples: list[Sample]) -> list[Trajectory]:
+        """`group_size` trajectories per sample, grouped by sample, in sample order."""
+        cfg = self.config
+        prepared = [self._prepare(s) for s in samples]
+        ready = [(i, p) for i, p in enumerate(prepared) if p.failure is None]
+        start = time.perf_counter()
+        firsts = engine.generate(
+            [TokenPrompt(p.prompt_ids or [], [p.coarse]) for _, p in ready if p.coarse],
+            Sampling(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.group_size),
+        )
+        time1 = time.perf_counter() - start
+        version = engine.weight_version
+        pending = [
+            (i, *self._second_turn(p, g, first, version))
+            for (i, p), group in zip(ready, firsts, strict=True)
+            for g, first in enumerate(group)
+        ]
+        start = time.perf_counter()
+        sampling = Sampling(cfg.max_new_tokens, cfg.temperature, cfg.top_p, 1)
+        seconds = engine.generate([prompt for _, _, prompt, _ in pending], sampling)
+        time2 = time.perf_counter() - start
+        done: dict[int, list[Trajectory]] = {}
+        for (i, t, prompt, first), [second] in zip(pending, seconds, strict=True):
+            self._finish(t, prompt.token_ids, first, second)
+            t.time_stage1_s, t.time_stage2_s = time1, time2
+            done.setdefault(i, []).append(t)
+        return [
+            t
+            for i, p in enumerate(prepared)
+            for t in done.get(i)
+            or _failed_group(p.sample, cfg.group_size, version, p.failure or "engine")
+        ]
+
+    def _prepare(self, sample: Sample) -> _Stage1:
+        if not sample.question.strip():
+            return _Stage1(sample, failure="empty question")
+        try:
+            original = sample.decode_image()
+            coarse = resize_to_budget(original, self.config.coarse_max_tokens)
+        except (SampleError, ValueError) as exc:
+            return _Stage1(sample, failure=f"image: {exc}")
+        messages = coarse_messages(self.templates, sample, coarse.size)
+        return _Stage1(sample, original, coarse, messages, self.chat.prompt(messages))
+
+    def _second_turn(
+        self, p: _Stage1, group_index: int, first: Completion, version: int
+    ) -> tuple[Trajectory, TokenPrompt, Completion]:
+        assert p.original is not None and p.coarse is not None
+        assert p.messages is not None and p.prompt_ids is not None
+        text = self.chat.decode(first.token_ids)
+        parsed = parse_zoom(text)
+        view = zoom(p.original, p.coarse.size, parsed, self.config.crop_max_tokens)
+        user = fine_messages(self.templates, p.sample, p.messages, text)[-1]
+        glue = self.chat.continuation(p.messages, first.token_ids, user)
+        ids = p.prompt_ids + first.token_ids + glue
+        trajectory = Trajectory(
+            sample=p.sample,
+            group_index=group_index,
+            weight_version=version,
+            loss_mask=[0] * len(p.prompt_ids) + [1] * len(first.token_ids) + [0] * len(glue),
+            logprobs=[0.0] * len(p.prompt_ids) + first.logprobs + [0.0] * len(glue),
+            images=[p.coarse, view.image],
+            stage1_text=text,
+            coarse_box=parsed.box if parsed.reason is None else None,
+            crop_box=view.box,
+            fallback=view.fallback,
+            original_size=p.original.size,
+            coarse_tokens=vision_tokens(*p.coarse.size),
+            crop_tokens=view.tokens,
+        )
+        return trajectory, TokenPrompt(ids, [p.coarse, view.image]), first
+
+    def _finish(
+        self, t: Trajectory, prompt_ids: list[int], first: Completion, second: Completion
+    ) -> None:
+        t.token_ids = prompt_ids + second.token_ids
+        t.loss_mask = t.loss_mask + [1] * len(second.token_ids)
+        t.logprobs = t.logprobs + second.logprobs
+        t.stage2_text = self.chat.decode(second.token_ids)
+        t.finish_reasons = (first.finish_reason, second.finish_reason)
 
 
-def _with_n(sampling: Sampling, n: int) -> Sampling:
-    return Sampling(sampling.max_tokens, sampling.temperature, sampling.top_p, n, sampling.seed)
+def _failed_group(sample: Sample, group_size: int, version: int, reason: str) -> list[Trajectory]:
+    logger.warning("sample %s cannot run: %s", sample.id, reason)
+    return [Trajectory(sample, g, version, failure=reason) for g in range(group_size)]

@@ -1,16 +1,22 @@
 """A vLLM engine behind the `Engine` Protocol (the CPU build here, `vllm` on GPUs).
 
-Prompts are rendered with the model's own chat template and passed with their images; the
-images are already resized by `core.geometry`, so the processor keeps their size.
+Prompts go in as token ids with one `<|image_pad|>` per image, which vLLM expands; images are
+already resized by `core.geometry`, so the processor keeps their size. New weights load in
+place through `actors.vllm_weights` without restarting the engine.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from actors.engine import ChatRequest, Completion, Sampling
+import torch
+
+from actors.engine import Completion, Sampling, Scored, TokenPrompt
+from actors.vllm_weights import buckets, write_bucket
 
 logger = logging.getLogger(__name__)
 
@@ -23,44 +29,40 @@ class VLLMEngineConfig:
     dtype: str = "float32"
     max_model_len: int = 4096
     max_images_per_prompt: int = 2
-    kv_cache_gib: float = 1.0  # host memory for the KV cache on CPU (VLLM_CPU_KVCACHE_SPACE)
+    max_num_seqs: int = 64
+    kv_cache_gib: int = 1  # host memory for the KV cache on CPU (VLLM_CPU_KVCACHE_SPACE)
     gpu_memory_utilization: float = 0.85  # GPU only
-    enable_prefix_caching: bool = True
-    enforce_eager: bool = True
+    enable_prefix_caching: bool = True  # stage 2 reuses stage 1's prefix
+    enforce_eager: bool = True  # no graph capture: starts in seconds, not minutes, on CPU
+    weight_bucket_mb: int = 256
     seed: int = 0
 
 
 class VLLMEngine:
-    """One `vllm.LLM` instance; import of vLLM is deferred so the module imports without it."""
+    """One `vllm.LLM`. vLLM is imported on construction, so this module imports without it."""
 
     def __init__(self, config: VLLMEngineConfig) -> None:
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(config.kv_cache_gib))))
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.kv_cache_gib))
         from vllm import LLM
 
         self.config = config
+        self.weight_version = 0
         self.llm = LLM(
             model=config.model,
-            dtype=config.dtype,
+            dtype=config.dtype,  # type: ignore[arg-type]
             max_model_len=config.max_model_len,
+            max_num_seqs=config.max_num_seqs,
             limit_mm_per_prompt={"image": config.max_images_per_prompt, "video": 0},
             gpu_memory_utilization=config.gpu_memory_utilization,
             enable_prefix_caching=config.enable_prefix_caching,
             enforce_eager=config.enforce_eager,
             seed=config.seed,
+            worker_extension_cls="actors.vllm_weights.WeightReceiver",
         )
-        self.tokenizer = self.llm.get_tokenizer()
+        hf_config = self.llm.llm_engine.model_config.hf_config
+        self.tied_embeddings = bool(getattr(hf_config, "tie_word_embeddings", False))
 
-    def shutdown(self) -> None:
-        """Stop the engine's processes now rather than at interpreter exit."""
-        self.llm.llm_engine.engine_core.shutdown()
-
-    def render(self, request: ChatRequest) -> str:
-        """The prompt text the model sees, ending with the assistant's generation header."""
-        return self.tokenizer.apply_chat_template(
-            request.messages, tokenize=False, add_generation_prompt=True
-        )
-
-    def generate(self, requests: list[ChatRequest], sampling: Sampling) -> list[list[Completion]]:
+    def generate(self, prompts: list[TokenPrompt], sampling: Sampling) -> list[list[Completion]]:
         from vllm import SamplingParams
 
         params = SamplingParams(
@@ -71,24 +73,53 @@ class VLLMEngine:
             seed=sampling.seed,
             logprobs=0,
         )
-        prompts = [
-            {"prompt": self.render(r), "multi_modal_data": {"image": r.images}}
-            if r.images
-            else {"prompt": self.render(r)}
-            for r in requests
-        ]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        return [[_completion(out, c) for c in out.outputs] for out in outputs]
+        outputs = self.llm.generate([_vllm_prompt(p) for p in prompts], params, use_tqdm=False)
+        return [[_completion(c) for c in out.outputs] for out in outputs]
+
+    def score(self, prompts: list[TokenPrompt]) -> list[Scored]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0)
+        outputs = self.llm.generate([_vllm_prompt(p) for p in prompts], params, use_tqdm=False)
+        return [_scored(out) for out in outputs]
+
+    def update_weights(
+        self, version: int, named_tensors: Iterable[tuple[str, torch.Tensor]]
+    ) -> None:
+        """Load new weights bucket by bucket, then drop every cache the old weights made."""
+        skip = frozenset({"lm_head.weight"}) if self.tied_embeddings else frozenset()
+        for bucket in buckets(named_tensors, self.config.weight_bucket_mb << 20, skip):
+            path = write_bucket(bucket)
+            del bucket
+            try:
+                self.llm.collective_rpc("load_weights_file", args=(str(path),))
+            finally:
+                path.unlink(missing_ok=True)
+        # Stale KV from old weights must not be reused; the encoder cache holds old image features.
+        self.llm.reset_prefix_cache()
+        self.llm.reset_mm_cache()
+        self.llm.llm_engine.reset_encoder_cache()
+        self.weight_version = version
+
+    def shutdown(self) -> None:
+        """Stop the engine's processes now rather than at interpreter exit."""
+        self.llm.llm_engine.engine_core.shutdown()
 
 
-def _completion(request_output, output) -> Completion:  # type: ignore[no-untyped-def]
-    logprobs = [
-        step[token].logprob for step, token in zip(output.logprobs, output.token_ids, strict=True)
-    ]
-    return Completion(
-        text=output.text,
-        token_ids=list(output.token_ids),
-        logprobs=logprobs,
-        prompt_token_ids=list(request_output.prompt_token_ids),
-        finish_reason=output.finish_reason,
-    )
+def _vllm_prompt(prompt: TokenPrompt) -> Any:
+    if prompt.images:
+        return {"prompt_token_ids": prompt.token_ids, "multi_modal_data": {"image": prompt.images}}
+    return {"prompt_token_ids": prompt.token_ids}
+
+
+def _completion(output: Any) -> Completion:
+    token_ids = list(output.token_ids)
+    logprobs = [step[t].logprob for step, t in zip(output.logprobs, token_ids, strict=True)]
+    return Completion(token_ids, logprobs, output.finish_reason)
+
+
+def _scored(output: Any) -> Scored:
+    token_ids = list(output.prompt_token_ids)
+    steps = output.prompt_logprobs[1:]  # the first token has no context
+    logprobs = [step[t].logprob for step, t in zip(steps, token_ids[1:], strict=True)]
+    return Scored(token_ids, logprobs)

@@ -1,0 +1,181 @@
+"""A transformers engine behind the `Engine` Protocol: for machines without vLLM, and the reference
+that tests hold other engines to.
+
+Prompts arrive as token ids with one `<|image_pad|>` per image; the engine runs only the image
+processor (images are already on the 28-px grid), expands each placeholder to its vision tokens
+and never re-tokenizes text. Sampled logprobs come from the raw logits, before temperature and
+top-p, so they equal what `score` computes for the same tokens with one forward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig
+
+from actors.engine import Completion, Sampling, Scored, TokenPrompt
+from core.tokens import expand_image_pads
+from core.weight_names import to_in_memory_name
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HFEngineConfig:
+    """How one transformers engine is built."""
+
+    model: str  # folder or hub name
+    dtype: str = "float32"
+    device: str = "cpu"
+    seed: int = 0  # draws the sampling seed of calls that bring none
+
+
+@dataclass(frozen=True)
+class _ModelInputs:
+    """One prompt as the model sees it: expanded ids plus the processed images."""
+
+    token_ids: list[int]
+    tensors: dict[str, torch.Tensor]
+
+
+class HFEngine:
+    """A `Qwen2_5_VLForConditionalGeneration` in this process, one prompt at a time."""
+
+    def __init__(self, config: HFEngineConfig) -> None:
+        self.config = config
+        self.device = torch.device(config.device)
+        self.processor = AutoProcessor.from_pretrained(config.model)
+        self.model: Any = AutoModelForImageTextToText.from_pretrained(
+            config.model, dtype=getattr(torch, config.dtype)
+        )
+        self.model.to(self.device).eval()
+        self.image_token_id: int = self.model.config.image_token_id
+        self.merge_size: int = self.processor.image_processor.merge_size
+        self.eos_ids = _eos_ids(self.model.generation_config.eos_token_id)
+        # A checkpoint's sampling defaults (Qwen's top_k, repetition penalty) would fill every
+        # setting a call leaves unset and bend the sampled distribution away from the model's.
+        self.model.generation_config = GenerationConfig(
+            eos_token_id=sorted(self.eos_ids) or None,
+            pad_token_id=self.model.generation_config.pad_token_id,
+        )
+        self.rng = torch.Generator().manual_seed(config.seed)
+        self.weight_version = 0
+        logger.info("HF engine: %s (%s on %s)", config.model, config.dtype, config.device)
+
+    def shutdown(self) -> None:
+        """Drop the model so its memory can be freed."""
+        self.model = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def prepare(self, prompt: TokenPrompt) -> _ModelInputs:
+        """Expand the image placeholders and build the model's input tensors."""
+        tensors: dict[str, torch.Tensor] = {}
+        tokens_per_image: list[int] = []
+        if prompt.images:
+            images = self.processor.image_processor(
+                images=[_rgb(im) for im in prompt.images], return_tensors="pt"
+            )
+            grid_thw = images["image_grid_thw"]
+            tokens_per_image = [int(g.prod()) // self.merge_size**2 for g in grid_thw]
+            tensors["pixel_values"] = images["pixel_values"].to(self.device, self.model.dtype)
+            tensors["image_grid_thw"] = grid_thw.to(self.device)
+        ids = expand_image_pads(prompt.token_ids, self.image_token_id, tokens_per_image)
+        tensors["input_ids"] = torch.tensor([ids], dtype=torch.long, device=self.device)
+        tensors["attention_mask"] = torch.ones_like(tensors["input_ids"])
+        return _ModelInputs(token_ids=ids, tensors=tensors)
+
+    @torch.no_grad()
+    def score(self, prompts: list[TokenPrompt]) -> list[Scored]:
+        """One forward pass per prompt; logprob of each token given everything before it."""
+        scored = []
+        for prompt in prompts:
+            inputs = self.prepare(prompt)
+            logits_LV = self.model(**inputs.tensors).logits[0, :-1]
+            logprobs_LV = torch.log_softmax(logits_LV.float(), dim=-1)
+            targets_L = inputs.tensors["input_ids"][0, 1:]
+            logprobs_L = logprobs_LV.gather(-1, targets_L[:, None])[:, 0]
+            scored.append(Scored(token_ids=inputs.token_ids, logprobs=logprobs_L.tolist()))
+        return scored
+
+    @torch.no_grad()
+    def generate(self, prompts: list[TokenPrompt], sampling: Sampling) -> list[list[Completion]]:
+        """`sampling.n` completions per prompt, in prompt order; temperature 0 is greedy."""
+        seed = sampling.seed
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,), generator=self.rng))
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(seed)
+            return [self._generate_one(prompt, sampling) for prompt in prompts]
+
+    def _generation_config(self, sampling: Sampling) -> GenerationConfig:
+        """The call's settings; top_k=0 turns off transformers' global default of 50."""
+        greedy = sampling.temperature == 0
+        return GenerationConfig(
+            max_new_tokens=sampling.max_tokens,
+            do_sample=not greedy,
+            temperature=1.0 if greedy else sampling.temperature,
+            top_p=1.0 if greedy else sampling.top_p,
+            top_k=0,
+            num_return_sequences=1 if greedy else sampling.n,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+
+    def _generate_one(self, prompt: TokenPrompt, sampling: Sampling) -> list[Completion]:
+        inputs = self.prepare(prompt)
+        out = self.model.generate(
+            **inputs.tensors, generation_config=self._generation_config(sampling)
+        )
+        new_SN = out.sequences[:, len(inputs.token_ids) :]
+        logprobs_SNV = torch.log_softmax(torch.stack(out.logits, dim=1).float(), dim=-1)
+        token_logprobs_SN = logprobs_SNV.gather(-1, new_SN[..., None])[..., 0]
+        completions = [
+            self._completion(ids.tolist(), lps.tolist())
+            for ids, lps in zip(new_SN, token_logprobs_SN, strict=True)
+        ]
+        if sampling.temperature == 0:  # greedy samples are identical; generate once
+            completions = completions * sampling.n
+        return completions
+
+    def _completion(self, token_ids: list[int], logprobs: list[float]) -> Completion:
+        """Cut a generated row after its first eos; what follows is padding."""
+        for i, token in enumerate(token_ids):
+            if token in self.eos_ids:
+                return Completion(token_ids[: i + 1], logprobs[: i + 1], finish_reason="stop")
+        return Completion(token_ids, logprobs, finish_reason="length")
+
+    @torch.no_grad()
+    def update_weights(
+        self, version: int, named_tensors: Iterable[tuple[str, torch.Tensor]]
+    ) -> None:
+        """Copy tensors (checkpoint or in-memory names) into the parameters in place."""
+        # remove_duplicate=False keeps a tied `lm_head.weight`, which aliases the embeddings.
+        params = dict(self.model.named_parameters(remove_duplicate=False))
+        count = 0
+        for name, tensor in named_tensors:
+            param = params.get(to_in_memory_name(name))
+            if param is None:
+                raise KeyError(f"unknown parameter {name!r}")
+            if param.shape != tensor.shape:
+                raise ValueError(f"{name}: shape {tuple(tensor.shape)} != {tuple(param.shape)}")
+            param.copy_(tensor)
+            count += 1
+        self.weight_version = version
+        logger.info("weights version %d loaded (%d tensors)", version, count)
+
+
+def _eos_ids(eos: int | list[int] | None) -> set[int]:
+    if eos is None:
+        return set()
+    return set(eos) if isinstance(eos, list) else {eos}
+
+
+def _rgb(image: Image.Image) -> Image.Image:
+    return image if image.mode == "RGB" else image.convert("RGB")

@@ -1,0 +1,74 @@
+"""New policy weights into a running vLLM engine, bucket by bucket, through shared memory.
+
+The sender writes each bucket as a safetensors file in shared memory (`/dev/shm`, the CPU
+analogue of CUDA IPC) and asks every engine worker to load it in place; the file is removed
+before the next bucket is written, so extra memory stays at one bucket. Buckets never split a
+transformer block (see `core.weight_names.module_of`): vLLM fuses projections inside a block and
+processes a block once all of its weights have arrived.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import torch
+from safetensors.torch import safe_open, save_file
+
+from core.weight_names import module_of, to_checkpoint_name
+
+SHM = Path("/dev/shm")
+
+
+def buckets(
+    named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int, skip: frozenset[str]
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Group tensors (renamed to checkpoint names) into buckets of about `bucket_bytes`, whole
+    blocks at a time; a block larger than a bucket travels alone. Names in `skip` are dropped."""
+    bucket: dict[str, torch.Tensor] = {}
+    size, block, previous = 0, None, None
+    for raw_name, tensor in named_tensors:
+        name = to_checkpoint_name(raw_name)
+        if name in skip:
+            continue
+        block = module_of(name)
+        nbytes = tensor.numel() * tensor.element_size()
+        if bucket and block != previous and size + nbytes > bucket_bytes:
+            yield bucket
+            bucket, size = {}, 0
+        bucket[name] = tensor.detach().to("cpu").contiguous()
+        size += nbytes
+        previous = block
+    if bucket:
+        yield bucket
+
+
+def write_bucket(bucket: dict[str, torch.Tensor]) -> Path:
+    """One bucket as a safetensors file in shared memory (a temp dir where there is none)."""
+    folder = SHM if SHM.is_dir() and os.access(SHM, os.W_OK) else Path(tempfile.gettempdir())
+    fd, path = tempfile.mkstemp(prefix="ergo-weights-", suffix=".safetensors", dir=folder)
+    os.close(fd)
+    save_file(bucket, path)
+    return Path(path)
+
+
+class WeightReceiver:
+    """Mixed into vLLM's worker class (`worker_extension_cls`); called by name with
+    `collective_rpc`, so nothing is pickled but a path."""
+
+    model_runner: object  # provided by the vLLM worker this class is mixed into
+
+    def load_weights_file(self, path: str) -> int:
+        """Load the tensors of one safetensors file in place; returns how many were loaded."""
+        names: list[str] = []
+
+        def weights() -> Iterator[tuple[str, torch.Tensor]]:
+            with safe_open(path, framework="pt") as f:
+                for name in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+                    names.append(name)
+                    yield name, f.get_tensor(name)
+
+        self.model_runner.reload_weights(weights_iterator=weights())  # type: ignore[attr-defined]
+        return len(names)

@@ -1,0 +1,22 @@
+"""Token-level helpers shared by engines and learners."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def expand_image_pads(
+    token_ids: Sequence[int], image_token_id: int, tokens_per_image: Sequence[int]
+) -> list[int]:
+    """Replace the i-th `image_token_id` by `tokens_per_image[i]` copies (as the model sees it).
+
+    Raises ValueError when the number of placeholders differs from the number of images.
+    """
+    found = sum(1 for t in token_ids if t == image_token_id)
+    if found != len(tokens_per_image):
+        raise ValueError(f"{found} image placeholders for {len(tokens_per_image)} images")
+    expanded: list[int] = []
+    counts = iter(tokens_per_image)
+    for token in token_ids:
+        expanded.extend([token] * next(counts) if token == image_token_id else [token])
+    return expanded
