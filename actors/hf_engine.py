@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from PIL import Image
@@ -50,8 +50,12 @@ class HFEngine:
         self.config = config
         self.device = torch.device(config.device)
         self.processor = AutoProcessor.from_pretrained(config.model)
-        self.model: Any = AutoModelForImageTextToText.from_pretrained(
-            config.model, dtype=getattr(torch, config.dtype)
+        # Any: transformers' decorated `to` does not type-check as a bound method.
+        self.model: Any = cast(
+            Any,
+            AutoModelForImageTextToText.from_pretrained(
+                config.model, dtype=getattr(torch, config.dtype)
+            ),
         )
         self.model.to(self.device).eval()
         self.image_token_id: int = self.model.config.image_token_id
@@ -115,14 +119,14 @@ class HFEngine:
             return [self._generate_one(prompt, sampling) for prompt in prompts]
 
     def _generation_config(self, sampling: Sampling) -> GenerationConfig:
-        """The call's settings; top_k=0 turns off transformers' global default of 50."""
+        """The call's settings; top_k=0 turns off transformers' default top-k of 50."""
         greedy = sampling.temperature == 0
         return GenerationConfig(
             max_new_tokens=sampling.max_tokens,
             do_sample=not greedy,
             temperature=1.0 if greedy else sampling.temperature,
             top_p=1.0 if greedy else sampling.top_p,
-            top_k=0,
+            top_k=None if greedy else 0,
             num_return_sequences=1 if greedy else sampling.n,
             output_logits=True,
             return_dict_in_generate=True,
@@ -141,7 +145,11 @@ class HFEngine:
             for ids, lps in zip(new_SN, token_logprobs_SN, strict=True)
         ]
         if sampling.temperature == 0:  # greedy samples are identical; generate once
-            completions = completions * sampling.n
+            first = completions[0]
+            completions = [
+                Completion(list(first.token_ids), list(first.logprobs), first.finish_reason)
+                for _ in range(sampling.n)
+            ]
         return completions
 
     def _completion(self, token_ids: list[int], logprobs: list[float]) -> Completion:

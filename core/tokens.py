@@ -20,3 +20,20 @@ def expand_image_pads(
     for token in token_ids:
         expanded.extend([token] * next(counts) if token == image_token_id else [token])
     return expanded
+
+
+def expanded_positions(
+    token_ids: Sequence[int], image_token_id: int, tokens_per_image: Sequence[int]
+) -> list[int]:
+    """Where each token of `token_ids` lands after `expand_image_pads` (an image pad: its first
+    copy). Maps per-token arrays such as loss masks and logprobs onto the expanded sequence."""
+    positions: list[int] = []
+    offset, image = 0, 0
+    for token in token_ids:
+        positions.append(offset)
+        if token == image_token_id:
+            offset += tokens_per_image[image]
+            image += 1
+        else:
+            offset += 1
+    return positions

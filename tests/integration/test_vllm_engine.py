@@ -1,6 +1,6 @@
-"""vLLM's CPU build serves the tiny model: two images in two turns, and two-stage episodes.
+"""vLLM's CPU build behind the Engine Protocol, checked against transformers on the same weights.
 
-One engine for the whole module: starting one takes tens of seconds on 2 cores.
+One engine for the module: starting one takes tens of seconds on 2 cores.
 """
 
 from __future__ import annotations
@@ -10,69 +10,95 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
+from safetensors.torch import load_file
 
-from actors.engine import ChatRequest, Sampling
-from actors.episode import EpisodeConfig, run_episodes
+from actors.chat_tokens import ChatTokens
+from actors.engine import Sampling, TokenPrompt
+from actors.hf_engine import HFEngine, HFEngineConfig
 from actors.vllm_engine import VLLMEngine, VLLMEngineConfig
 from core.geometry import vision_tokens
-from core.prompts import PromptTemplates
-from core.synthetic import DEMO_COARSE_TOKENS, SyntheticConfig, generate
 
 pytestmark = pytest.mark.integration
+TOLERANCE = 1e-3
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir: Path) -> Iterator[VLLMEngine]:
-    engine = VLLMEngine(VLLMEngineConfig(model=str(tiny_model_dir), max_model_len=2048))
+    engine = VLLMEngine(
+        VLLMEngineConfig(model=str(tiny_model_dir), max_model_len=2048, weight_bucket_mb=1)
+    )
     yield engine
     engine.shutdown()
 
 
-def test_two_images_in_a_two_turn_conversation(engine: VLLMEngine, tiny_processor) -> None:
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir: Path) -> HFEngine:
+    return HFEngine(HFEngineConfig(model=str(tiny_model_dir)))
+
+
+@pytest.fixture(scope="module")
+def two_turn_prompt(tiny_processor) -> TokenPrompt:
+    chat = ChatTokens(tiny_processor.tokenizer)
     images = [Image.new("RGB", (224, 168), "red"), Image.new("RGB", (112, 56), "blue")]
-    messages = [
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Where?"}]},
-        {"role": "assistant", "content": "<zoom>[1, 2, 30, 40]</zoom>"},
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What?"}]},
-    ]
+    first = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Where?"}]}]
+    reply = chat.encode("<zoom>[1, 2, 30, 40]</zoom>") + [chat.eos_token_id]
+    user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What?"}]}
+    ids = chat.prompt(first) + reply + chat.continuation(first, reply, user)
+    return TokenPrompt(ids, images)
+
+
+def test_two_images_in_a_two_turn_conversation(
+    engine: VLLMEngine, two_turn_prompt: TokenPrompt, tiny_processor
+) -> None:
     sampling = Sampling(max_tokens=12, temperature=1.0, n=3, seed=7)
-    [completions] = engine.generate([ChatRequest(messages, images)], sampling)
+    [completions] = engine.generate([two_turn_prompt], sampling)
     assert len(completions) == 3
-    image_pad = tiny_processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
-    prompt = completions[0].prompt_token_ids
-    assert prompt.count(image_pad) == sum(vision_tokens(*im.size) for im in images)
     for c in completions:
         assert 1 <= len(c.token_ids) <= 12
         assert len(c.logprobs) == len(c.token_ids)
         assert all(math.isfinite(lp) and lp <= 0 for lp in c.logprobs)
     assert len({tuple(c.token_ids) for c in completions}) > 1  # sampled, not copied
+    [scored] = engine.score([two_turn_prompt])
+    pad = tiny_processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert scored.token_ids.count(pad) == sum(vision_tokens(*im.size) for im in two_turn_prompt.images)
 
 
-def test_two_stage_episodes_on_synthetic_samples(engine: VLLMEngine) -> None:
-    samples = list(generate(SyntheticConfig(), num=2, seed=3))
-    config = EpisodeConfig(
-        coarse_max_tokens=DEMO_COARSE_TOKENS,
-        crop_max_tokens=DEMO_COARSE_TOKENS,
-        group_size=2,
-        max_new_tokens=16,
-    )
-    episodes = run_episodes(engine, samples, PromptTemplates.load(), config)
-    assert [(e.sample.id, e.group_index) for e in episodes] == [
-        (samples[0].id, 0),
-        (samples[0].id, 1),
-        (samples[1].id, 0),
-        (samples[1].id, 1),
-    ]
-    for e in episodes:
-        width, height = e.original_size
-        x1, y1, x2, y2 = e.zoom.box
-        assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
-        assert e.coarse_tokens <= DEMO_COARSE_TOKENS and e.zoom.tokens <= DEMO_COARSE_TOKENS
-        # stage 2 continues stage 1: its prompt holds stage 1's prompt and reply tokens
-        assert e.stage2.prompt_token_ids[: len(e.stage1.prompt_token_ids)] == (
-            e.stage1.prompt_token_ids
-        )
-        if e.parsed.reason is not None:  # an unusable box falls back, for the same reason
-            assert e.zoom.fallback == e.parsed.reason
-            assert e.zoom.box == (0, 0, width, height)
+def _max_diff(a: list[float], b: list[float]) -> float:
+    assert len(a) == len(b)
+    return max(abs(x - y) for x, y in zip(a, b, strict=True))
+
+
+def test_sampled_logprobs_match_a_transformers_forward_pass(
+    engine: VLLMEngine, reference: HFEngine, two_turn_prompt: TokenPrompt
+) -> None:
+    [[completion]] = engine.generate([two_turn_prompt], Sampling(max_tokens=16, seed=3))
+    full = TokenPrompt(two_turn_prompt.token_ids + completion.token_ids, two_turn_prompt.images)
+    [scored] = reference.score([full])
+    tail = scored.logprobs[-len(completion.token_ids) :]
+    assert _max_diff(completion.logprobs, tail) < TOLERANCE
+
+
+def test_weight_update_is_served(
+    engine: VLLMEngine, reference: HFEngine, two_turn_prompt: TokenPrompt, tiny_model_dir: Path
+) -> None:
+    original = load_file(tiny_model_dir / "model.safetensors")
+    [before] = engine.score([two_turn_prompt])
+    assert _max_diff(before.logprobs, reference.score([two_turn_prompt])[0].logprobs) < TOLERANCE
+
+    generator = torch.Generator().manual_seed(0)
+    perturbed = {
+        n: t + 0.05 * torch.randn(t.shape, generator=generator) for n, t in original.items()
+    }
+    engine.update_weights(1, perturbed.items())  # 1 MB buckets: several round trips
+    reference.update_weights(1, perturbed.items())
+    [after] = engine.score([two_turn_prompt])
+    [expected] = reference.score([two_turn_prompt])
+    assert engine.weight_version == 1
+    assert _max_diff(after.logprobs, expected.logprobs) < TOLERANCE
+    assert _max_diff(after.logprobs, before.logprobs) > 100 * TOLERANCE
+
+    engine.update_weights(2, original.items())
+    [restored] = engine.score([two_turn_prompt])
+    assert _max_diff(restored.logprobs, before.logprobs) < TOLERANCE
