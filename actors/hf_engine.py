@@ -19,7 +19,7 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig
 
 from actors.engine import Completion, Sampling, Scored, TokenPrompt
-from core.tokens import expand_image_pads
+from core.tokens import expand_image_pads, mm_token_type_ids
 from core.weight_names import to_in_memory_name
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,9 @@ class HFEngine:
         ids = expand_image_pads(prompt.token_ids, self.image_token_id, tokens_per_image)
         tensors["input_ids"] = torch.tensor([ids], dtype=torch.long, device=self.device)
         tensors["attention_mask"] = torch.ones_like(tensors["input_ids"])
+        if prompt.images:  # without it transformers uses 1-D rotary positions for image tokens
+            types = mm_token_type_ids(ids, self.image_token_id)
+            tensors["mm_token_type_ids"] = torch.tensor([types], device=self.device)
         return _ModelInputs(token_ids=ids, tensors=tensors)
 
     @torch.no_grad()

@@ -39,8 +39,8 @@ class EngineConfig(BaseModel):
     """vLLM: longest sequence (both turns with both images)."""
     kv_cache_gib: int = Field(1, ge=1)
     """vLLM on CPU: host memory reserved for the KV cache."""
-    gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
-    """vLLM on GPU: share of GPU memory it may take."""
+    memory_utilization: float | None = Field(None, gt=0.0, le=1.0)
+    """vLLM: share of GPU memory (host memory on CPU) it may take; default 0.85 GPU, 0.1 CPU."""
     weight_bucket_mb: int = Field(256, ge=1)
     """Size of one weight-transfer bucket."""
     seed: int = 0
@@ -57,7 +57,7 @@ def build_engine(config: EngineConfig) -> Engine:
                 dtype=config.dtype,
                 max_model_len=config.max_model_len,
                 kv_cache_gib=config.kv_cache_gib,
-                gpu_memory_utilization=config.gpu_memory_utilization,
+                memory_utilization=config.memory_utilization,
                 weight_bucket_mb=config.weight_bucket_mb,
                 seed=config.seed,
             )

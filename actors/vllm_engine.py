@@ -31,7 +31,9 @@ class VLLMEngineConfig:
     max_images_per_prompt: int = 2
     max_num_seqs: int = 64
     kv_cache_gib: int = 1  # host memory for the KV cache on CPU (VLLM_CPU_KVCACHE_SPACE)
-    gpu_memory_utilization: float = 0.85  # GPU only
+    # Share of GPU memory (on GPUs) or of the NUMA node's host memory (vLLM's CPU build) that
+    # vLLM may take; None = 0.85 on GPUs, 0.1 on CPU, where the KV cache is `kv_cache_gib`.
+    memory_utilization: float | None = None
     enable_prefix_caching: bool = True  # stage 2 reuses stage 1's prefix
     enforce_eager: bool = True  # no graph capture: starts in seconds, not minutes, on CPU
     weight_bucket_mb: int = 256
@@ -53,7 +55,7 @@ class VLLMEngine:
             max_model_len=config.max_model_len,
             max_num_seqs=config.max_num_seqs,
             limit_mm_per_prompt={"image": config.max_images_per_prompt, "video": 0},
-            gpu_memory_utilization=config.gpu_memory_utilization,
+            gpu_memory_utilization=_memory_utilization(config.memory_utilization),
             enable_prefix_caching=config.enable_prefix_caching,
             enforce_eager=config.enforce_eager,
             seed=config.seed,
@@ -104,6 +106,12 @@ class VLLMEngine:
     def shutdown(self) -> None:
         """Stop the engine's processes now rather than at interpreter exit."""
         self.llm.llm_engine.engine_core.shutdown()
+
+
+def _memory_utilization(configured: float | None) -> float:
+    if configured is not None:
+        return configured
+    return 0.85 if torch.cuda.is_available() else 0.1
 
 
 def _vllm_prompt(prompt: TokenPrompt) -> Any:

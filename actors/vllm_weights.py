@@ -9,6 +9,7 @@ processes a block once all of its weights have arrived.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -70,5 +71,24 @@ class WeightReceiver:
                     names.append(name)
                     yield name, f.get_tensor(name)
 
-        self.model_runner.reload_weights(weights_iterator=weights())  # type: ignore[attr-defined]
+        # Each bucket holds some blocks only; vLLM warns once per block left out. Expected here.
+        logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(
+            logging.ERROR
+        )
+        runner = self.model_runner
+        runner.reload_weights(weights_iterator=weights())  # type: ignore[attr-defined]
+        _refresh_tied_head(runner.get_model())  # type: ignore[attr-defined]
         return len(names)
+
+
+def _refresh_tied_head(model: torch.nn.Module) -> None:
+    """A tied `lm_head` shares the embedding's tensor, but the CPU backend packs a private copy
+    of it for its GEMM when the model loads; the reload refreshes the embedding only, so the
+    head would keep scoring with the OLD embeddings. Re-run the head's post-load processing."""
+    language = getattr(model, "language_model", model)
+    head = getattr(language, "lm_head", None)
+    inner = getattr(language, "model", None)
+    embed = getattr(inner, "embed_tokens", None)
+    if head is None or embed is None or head.weight is not embed.weight:
+        return
+    head.quant_method.process_weights_after_loading(head)

@@ -37,3 +37,10 @@ def expanded_positions(
         else:
             offset += 1
     return positions
+
+
+def mm_token_type_ids(expanded_ids: Sequence[int], image_token_id: int) -> list[int]:
+    """1 on image tokens, 0 elsewhere, as the Qwen2.5-VL processor returns it. transformers
+    needs it to compute the 3-D (t, h, w) rotary positions of image tokens: without it the model
+    silently falls back to 1-D positions and no longer matches vLLM or the checkpoint."""
+    return [1 if t == image_token_id else 0 for t in expanded_ids]

@@ -246,3 +246,18 @@ def test_update_weights_rejects_unknown_names_and_wrong_shapes(fresh_engine: HFE
     with pytest.raises(ValueError, match="shape"):
         fresh_engine.update_weights(1, [("model.norm.weight", torch.zeros(3))])
     assert fresh_engine.weight_version == 0
+
+
+def test_score_uses_3d_image_positions_like_the_processor(engine: HFEngine, tiny_processor) -> None:
+    """Regression: without mm_token_type_ids transformers silently uses 1-D positions."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]}]
+    text = tiny_processor.apply_chat_template(messages, add_generation_prompt=True)
+    image = Image.effect_noise((112, 56), 60).convert("RGB")
+    inputs = tiny_processor(text=[text], images=[image], return_tensors="pt")
+    with torch.no_grad():
+        logits = engine.model(**inputs).logits[0, :-1].float()
+    expected = torch.log_softmax(logits, -1).gather(-1, inputs["input_ids"][0, 1:, None])[:, 0]
+    ids = tiny_processor.tokenizer.encode(text)
+    [scored] = engine.score([TokenPrompt(ids, [image])])
+    assert scored.token_ids == inputs["input_ids"][0].tolist()
+    assert torch.allclose(torch.tensor(scored.logprobs), expected, atol=1e-5)

@@ -22,7 +22,7 @@ from actors.episode import EpisodeConfig
 from actors.hf_engine import HFEngine, HFEngineConfig
 from actors.rollout_pool import PoolConfig, RolloutPool
 from actors.rollout_worker import EngineConfig
-from core.sample import Sample, encode_png
+from core.sample import Sample
 from core.synthetic import DEMO_COARSE_TOKENS, SyntheticConfig, generate
 from core.tokens import expanded_positions
 from core.trajectory import Trajectory, write_trajectories
@@ -56,9 +56,7 @@ def local_ray() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def pool(local_ray: None, tiny_model_dir: Path) -> Iterator[RolloutPool]:
-    config = PoolConfig(
-        min_workers=2, max_workers=2, chunk_size=2, request_cluster_resources=False
-    )
+    config = PoolConfig(min_workers=2, max_workers=2, chunk_size=2, request_cluster_resources=False)
     pool = make_rollout_pool(_config(tiny_model_dir, config))
     pool.wait_ready()
     yield pool
@@ -147,7 +145,9 @@ def test_bad_samples_give_failed_trajectories_not_crashes(
     pool: RolloutPool, samples: list[Sample]
 ) -> None:
     good = samples[0]
-    bad_image = Sample(id="bad-image", image=b"not a png", question="q?", options=("a", "b"), answer="A")
+    bad_image = Sample(
+        id="bad-image", image=b"not a png", question="q?", options=("a", "b"), answer="A"
+    )
     no_question = Sample(id="no-question", image=good.image, question="  ", options=(), answer="x")
     trajectories = pool.run([bad_image, good, no_question], G)
     assert [t.prompt_id for t in trajectories[::G]] == ["bad-image", good.id, "no-question"]
@@ -156,8 +156,11 @@ def test_bad_samples_give_failed_trajectories_not_crashes(
     assert failures["no-question"] == "empty question"
     assert failures[good.id] is None
     # The random policy rarely names a box: the fallback is recorded, not a failure.
-    assert all(t.fallback is None or t.crop_box == (0, 0, *t.original_size)
-               for t in trajectories if t.prompt_id == good.id)
+    assert all(
+        t.fallback is None or t.crop_box == (0, 0, *t.original_size)
+        for t in trajectories
+        if t.prompt_id == good.id
+    )
 
 
 def test_a_killed_worker_is_replaced_and_nothing_is_lost(

@@ -62,7 +62,9 @@ def test_two_images_in_a_two_turn_conversation(
     assert len({tuple(c.token_ids) for c in completions}) > 1  # sampled, not copied
     [scored] = engine.score([two_turn_prompt])
     pad = tiny_processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
-    assert scored.token_ids.count(pad) == sum(vision_tokens(*im.size) for im in two_turn_prompt.images)
+    assert scored.token_ids.count(pad) == sum(
+        vision_tokens(*im.size) for im in two_turn_prompt.images
+    )
 
 
 def _max_diff(a: list[float], b: list[float]) -> float:
