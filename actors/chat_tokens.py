@@ -13,6 +13,13 @@ from typing import Any
 from core.prompts import Message
 
 _SENTINEL = "\x00ERGO-REPLY\x00"
+_VISION_TOKENS = (
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
 
 
 class TemplateError(ValueError):
@@ -26,6 +33,9 @@ class ChatTokens:
         self.tokenizer = tokenizer
         self.eos_token_id: int = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
         self.image_token_id: int = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+        vocab = tokenizer.get_vocab()
+        # The policy must never write these: a sampled image pad would ask for an image.
+        self.vision_token_ids = tuple(vocab[t] for t in _VISION_TOKENS if t in vocab)
 
     def render(self, messages: list[Message], add_generation_prompt: bool = True) -> str:
         return self.tokenizer.apply_chat_template(

@@ -37,6 +37,8 @@ class Sampling:
     top_p: float = 1.0
     n: int = 1
     seed: int | None = None
+    # Never sampled: e.g. image placeholders, which would announce an image the turn lacks.
+    banned_token_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ class EpisodeRunner:
         start = time.perf_counter()
         firsts = engine.generate(
             [TokenPrompt(p.prompt_ids or [], [p.coarse]) for _, p in ready if p.coarse],
-            Sampling(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.group_size),
+            self._sampling(cfg.group_size),
         )
         time1 = time.perf_counter() - start
         version = engine.weight_version
@@ -82,8 +82,7 @@ class EpisodeRunner:
             for g, first in enumerate(group)
         ]
         start = time.perf_counter()
-        sampling = Sampling(cfg.max_new_tokens, cfg.temperature, cfg.top_p, 1)
-        seconds = engine.generate([prompt for _, _, prompt, _ in pending], sampling)
+        seconds = engine.generate([prompt for _, _, prompt, _ in pending], self._sampling(1))
         time2 = time.perf_counter() - start
         done: dict[int, list[Trajectory]] = {}
         for (i, t, prompt, first), [second] in zip(pending, seconds, strict=True):
@@ -96,6 +95,16 @@ class EpisodeRunner:
             for t in done.get(i)
             or _failed_group(p.sample, cfg.group_size, version, p.failure or "engine")
         ]
+
+    def _sampling(self, n: int) -> Sampling:
+        cfg = self.config
+        return Sampling(
+            max_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            n=n,
+            banned_token_ids=self.chat.vision_token_ids,
+        )
 
     def _prepare(self, sample: Sample) -> _Stage1:
         if not sample.question.strip():

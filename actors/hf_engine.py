@@ -131,6 +131,7 @@ class HFEngine:
             top_p=1.0 if greedy else sampling.top_p,
             top_k=None if greedy else 0,
             num_return_sequences=1 if greedy else sampling.n,
+            suppress_tokens=list(sampling.banned_token_ids) or None,
             output_logits=True,
             return_dict_in_generate=True,
         )

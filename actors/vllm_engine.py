@@ -73,7 +73,8 @@ class VLLMEngine:
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             seed=sampling.seed,
-            logprobs=0,
+            logprobs=0,  # of the raw model distribution, before the bias below
+            logit_bias={t: -100.0 for t in sampling.banned_token_ids} or None,
         )
         outputs = self.llm.generate([_vllm_prompt(p) for p in prompts], params, use_tqdm=False)
         return [[_completion(c) for c in out.outputs] for out in outputs]

@@ -261,3 +261,12 @@ def test_score_uses_3d_image_positions_like_the_processor(engine: HFEngine, tiny
     [scored] = engine.score([TokenPrompt(ids, [image])])
     assert scored.token_ids == inputs["input_ids"][0].tolist()
     assert torch.allclose(torch.tensor(scored.logprobs), expected, atol=1e-5)
+
+
+def test_banned_tokens_are_never_sampled(engine: HFEngine, tiny_processor) -> None:
+    ids = tiny_processor.tokenizer.encode("Where is it?")
+    banned = tuple(range(0, len(tiny_processor.tokenizer), 2))  # every even id
+    sampling = Sampling(max_tokens=32, temperature=1.5, n=4, seed=5, banned_token_ids=banned)
+    [completions] = engine.generate([TokenPrompt(ids)], sampling)
+    sampled = {t for c in completions for t in c.token_ids}
+    assert sampled and not sampled & set(banned)

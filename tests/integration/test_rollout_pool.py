@@ -74,7 +74,7 @@ def samples() -> list[Sample]:
 
 
 def _check_policy_tokens(t: Trajectory, image_pad: int) -> None:
-    """The mask covers exactly the two replies: stage 1's inside the prompt, stage 2's at the end."""
+    """The mask covers exactly the two replies: stage 1's in the prompt, stage 2's at the end."""
     assert len(t.loss_mask) == len(t.token_ids) == len(t.logprobs)
     masked = [tok for tok, m in zip(t.token_ids, t.loss_mask, strict=True) if m]
     assert image_pad not in masked
@@ -137,7 +137,8 @@ def test_weight_update_reaches_every_worker(
     [expected] = reference.score([prompt])
     for slot in pool.slots.values():
         [served] = ray.get(slot.handle.score.remote([prompt]))
-        assert max(abs(a - b) for a, b in zip(served.logprobs, expected.logprobs)) < TOLERANCE
+        pairs = zip(served.logprobs, expected.logprobs, strict=True)
+        assert max(abs(a - b) for a, b in pairs) < TOLERANCE
     assert {x.weight_version for x in pool.run(samples[:4], G)} == {7}
 
 

@@ -43,7 +43,7 @@ def two_turn_prompt(tiny_processor) -> TokenPrompt:
     chat = ChatTokens(tiny_processor.tokenizer)
     images = [Image.new("RGB", (224, 168), "red"), Image.new("RGB", (112, 56), "blue")]
     first = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Where?"}]}]
-    reply = chat.encode("<zoom>[1, 2, 30, 40]</zoom>") + [chat.eos_token_id]
+    reply = [*chat.encode("<zoom>[1, 2, 30, 40]</zoom>"), chat.eos_token_id]
     user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What?"}]}
     ids = chat.prompt(first) + reply + chat.continuation(first, reply, user)
     return TokenPrompt(ids, images)

@@ -1,0 +1,93 @@
+"""Benchmark: rollout throughput of the vLLM pool vs a sequential transformers loop, one run.
+
+    python bench/rollout.py [--samples 8] [--group-size 4] [--max-new-tokens 64] [--workers 1]
+
+Both sides run the same two-stage episodes (`EpisodeRunner`) on the same tiny model and the same
+synthetic samples. The baseline is the transformers engine, prompt by prompt (G return sequences
+each); the pool is Ray actors hosting vLLM CPU engines. Engine start-up is excluded from both.
+Prints trajectories/s, policy tokens/s and the pool/baseline ratio (project target: >= 5x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+from transformers import AutoTokenizer
+
+from actors.chat_tokens import ChatTokens
+from actors.episode import EpisodeConfig, EpisodeRunner
+from actors.hf_engine import HFEngine, HFEngineConfig
+from actors.rollout_pool import PoolConfig
+from actors.rollout_worker import EngineConfig
+from core.prompts import PromptTemplates
+from core.synthetic import DEMO_COARSE_TOKENS, SyntheticConfig, generate
+from core.trajectory import Trajectory
+from jobs.make_tiny_model import make_tiny_model
+from jobs.rollout import RolloutConfig, WorkerResources, make_rollout_pool
+
+
+def rates(trajectories: list[Trajectory], seconds: float) -> tuple[float, float]:
+    tokens = sum(t.num_policy_tokens for t in trajectories)
+    return len(trajectories) / seconds, tokens / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--group-size", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    episode = EpisodeConfig(
+        coarse_max_tokens=DEMO_COARSE_TOKENS,
+        crop_max_tokens=DEMO_COARSE_TOKENS,
+        group_size=args.group_size,
+        max_new_tokens=args.max_new_tokens,
+    )
+    samples = list(generate(SyntheticConfig(), num=args.samples, seed=0))
+    with tempfile.TemporaryDirectory() as folder:
+        model = str(make_tiny_model(Path(folder) / "tiny", seed=0))
+
+        hf = HFEngine(HFEngineConfig(model=model))
+        runner = EpisodeRunner(
+            ChatTokens(AutoTokenizer.from_pretrained(model)), PromptTemplates.load(), episode
+        )
+        start = time.perf_counter()
+        baseline = [t for s in samples for t in runner.run(hf, [s])]  # one sample at a time
+        base_s = time.perf_counter() - start
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        pool = make_rollout_pool(
+            RolloutConfig(
+                engine=EngineConfig(model=model, max_model_len=2048),
+                episode=episode,
+                pool=PoolConfig(min_workers=args.workers, max_workers=args.workers),
+                resources=WorkerResources(num_cpus=0.5),
+            )
+        )
+        pool.wait_ready()
+        start = time.perf_counter()
+        pooled = pool.run(samples, args.group_size)
+        pool_s = time.perf_counter() - start
+        pool.shutdown()
+        ray.shutdown()
+
+    print(f"{args.samples} samples x G={args.group_size}, <= {args.max_new_tokens} tokens a turn")
+    report("transformers, sequential", baseline, base_s)
+    report(f"vLLM pool, {args.workers} worker(s)", pooled, pool_s)
+    (base_traj, base_tok), (pool_traj, pool_tok) = rates(baseline, base_s), rates(pooled, pool_s)
+    print(f"pool / sequential: {pool_traj / base_traj:.1f}x trajectories/s, ", end="")
+    print(f"{pool_tok / base_tok:.1f}x tokens/s")
+
+
+def report(name: str, trajectories: list[Trajectory], seconds: float) -> None:
+    per_s, tokens_per_s = rates(trajectories, seconds)
+    print(f"{name:28s} {seconds:7.1f} s {per_s:7.2f} traj/s {tokens_per_s:8.0f} tokens/s")
+
+
+if __name__ == "__main__":
+    main()
