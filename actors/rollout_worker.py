@@ -43,6 +43,8 @@ class EngineConfig(BaseModel):
     """vLLM: share of GPU memory (host memory on CPU) it may take; default 0.85 GPU, 0.1 CPU."""
     weight_bucket_mb: int = Field(256, ge=1)
     """Size of one weight-transfer bucket."""
+    cpu_omp_bind: str = "nobind"
+    """vLLM on CPU: thread pinning (`nobind`, `auto`, or a core list like `0-7`)."""
     seed: int = 0
     """Engine sampling seed."""
 
@@ -59,6 +61,7 @@ def build_engine(config: EngineConfig) -> Engine:
                 kv_cache_gib=config.kv_cache_gib,
                 memory_utilization=config.memory_utilization,
                 weight_bucket_mb=config.weight_bucket_mb,
+                cpu_omp_bind=config.cpu_omp_bind,
                 seed=config.seed,
             )
         )

@@ -37,6 +37,10 @@ class VLLMEngineConfig:
     enable_prefix_caching: bool = True  # stage 2 reuses stage 1's prefix
     enforce_eager: bool = True  # no graph capture: starts in seconds, not minutes, on CPU
     weight_bucket_mb: int = 256
+    # vLLM's CPU build pins its compute threads to one core per NUMA node and keeps one core for
+    # itself ("auto"): one core of two here, and every engine on the same core. "nobind" leaves
+    # placement to the OS; a core list such as "0-7" pins explicitly. Ignored on GPUs.
+    cpu_omp_bind: str = "nobind"
     seed: int = 0
 
 
@@ -45,6 +49,7 @@ class VLLMEngine:
 
     def __init__(self, config: VLLMEngineConfig) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.kv_cache_gib))
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", config.cpu_omp_bind)
         from vllm import LLM
 
         self.config = config

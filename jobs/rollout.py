@@ -16,6 +16,7 @@ import itertools
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import ray
 from pydantic import BaseModel, ConfigDict, Field
@@ -74,7 +75,7 @@ def make_rollout_pool(config: RolloutConfig) -> RolloutPool:
         num_cpus=res.num_cpus, num_gpus=res.num_gpus, resources=res.custom or None, max_restarts=0
     )
 
-    def factory():  # type: ignore[no-untyped-def]
+    def factory() -> Any:
         return actor.remote(config.engine, config.episode, config.prompts)
 
     return RolloutPool(factory, config.pool, res.bundle())
