@@ -130,8 +130,10 @@ def main(argv: list[str] | None = None) -> None:
 
     model, data = args.model, args.data
     if model is None or data is None:
-        demo_model, demo_data = ensure_demo_assets(DEMO_DIR, args.num_samples)
+        demo_model, demo_data = ensure_demo_assets(DEMO_DIR.resolve(), args.num_samples)
         model, data = model or str(demo_model), data or str(demo_data)
+    if Path(model).exists():  # actors do not share the driver's working directory
+        model = str(Path(model).resolve())
     samples = list(itertools.islice(iter_samples(data), args.num_samples))
     config = RolloutConfig(
         engine=EngineConfig(model=str(model)),
