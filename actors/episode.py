@@ -53,6 +53,7 @@ class _Stage1:
     coarse: Image.Image | None = None
     messages: list[Message] | None = None
     prompt_ids: list[int] | None = None
+    whole: Image.Image | None = None  # the fallback view, when it equals the coarse view
     failure: str | None = None
 
 
@@ -115,7 +116,8 @@ class EpisodeRunner:
         except (SampleError, ValueError) as exc:
             return _Stage1(sample, failure=f"image: {exc}")
         messages = coarse_messages(self.templates, sample, coarse.size)
-        return _Stage1(sample, original, coarse, messages, self.chat.prompt(messages))
+        whole = coarse if self.config.crop_max_tokens == self.config.coarse_max_tokens else None
+        return _Stage1(sample, original, coarse, messages, self.chat.prompt(messages), whole)
 
     def _second_turn(
         self, p: _Stage1, group_index: int, first: Completion, version: int
@@ -124,7 +126,7 @@ class EpisodeRunner:
         assert p.messages is not None and p.prompt_ids is not None
         text = self.chat.decode(first.token_ids)
         parsed = parse_zoom(text)
-        view = zoom(p.original, p.coarse.size, parsed, self.config.crop_max_tokens)
+        view = zoom(p.original, p.coarse.size, parsed, self.config.crop_max_tokens, whole=p.whole)
         user = fine_messages(self.templates, p.sample, p.messages, text)[-1]
         glue = self.chat.continuation(p.messages, first.token_ids, user)
         ids = p.prompt_ids + first.token_ids + glue

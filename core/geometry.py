@@ -90,7 +90,9 @@ def resize_to_budget(image: Image.Image, max_tokens: int) -> Image.Image:
     size = fit_to_budget(image.width, image.height, max_tokens)
     if size == image.size:
         return image.copy()
-    return image.resize(size, Image.Resampling.BICUBIC)
+    # reducing_gap: shrink by a whole factor first, then resample; indistinguishable from the
+    # exact filter at 3.0 (Pillow's docs) and about twice as fast on a 2048x1536 original.
+    return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
 
 
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf(?:inity)?)"
@@ -196,11 +198,13 @@ def zoom(
     parsed: ZoomParse,
     max_tokens: int,
     min_side: int = PATCH,
+    whole: Image.Image | None = None,
 ) -> Zoom:
     """Crop the ORIGINAL image at the parsed coarse-view box and resize it to `max_tokens`.
 
     Fallback (bounded: the whole image at the same `max_tokens`) when the box is missing,
-    malformed, non-finite, inverted, zero-area, or lies wholly outside the image.
+    malformed, non-finite, inverted, zero-area, or lies wholly outside the image. `whole` is
+    that fallback view if the caller already has it (G group members share one).
     """
     reason = parsed.reason
     if reason is None and parsed.box is not None:
@@ -211,4 +215,6 @@ def zoom(
             box = integer_box(mapped, original.size, min_side)
             return Zoom(box, None, resize_to_budget(original.crop(box), max_tokens))
     full = (0, 0, original.width, original.height)
-    return Zoom(full, reason or "missing", resize_to_budget(original, max_tokens))
+    if whole is None or whole.size != fit_to_budget(original.width, original.height, max_tokens):
+        whole = resize_to_budget(original, max_tokens)
+    return Zoom(full, reason or "missing", whole)

@@ -205,3 +205,13 @@ def test_token_counts_match_the_qwen_processor(
     grid = tiny_processor.image_processor(images=[image], return_tensors="pt")["image_grid_thw"]
     t, h, w = grid[0].tolist()
     assert t * h * w // 4 == vision_tokens(*image.size) == budget_tokens(width, height, cap)
+
+
+def test_fallback_reuses_a_given_whole_view_of_the_right_size_only() -> None:
+    original = _image(3000, 2000)
+    coarse = resize_to_budget(original, 64)
+    missing = parse_zoom("no box")
+    assert zoom(original, coarse.size, missing, max_tokens=64, whole=coarse).image is coarse
+    wrong = resize_to_budget(original, 16)
+    view = zoom(original, coarse.size, missing, max_tokens=64, whole=wrong)
+    assert view.image is not wrong and view.image.size == coarse.size
