@@ -14,10 +14,47 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EngineConfig(BaseModel):
+    """Which engine a worker hosts and how it starts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Literal["vllm", "hf"] = "vllm"
+    """`vllm` for rollouts; `hf` (transformers) where vLLM is not installed."""
+    model: str = Field(min_length=1)
+    """Model folder or hub name."""
+    dtype: str = "float32"
+    """Weights and compute dtype (`bfloat16` on GPUs)."""
+    device: str = "cpu"
+    """transformers backend: the torch device (vLLM places itself)."""
+    max_model_len: int = Field(4096, ge=256)
+    """vLLM: longest sequence (both turns with both images)."""
+    max_images_per_prompt: int = Field(2, ge=1)
+    """vLLM: images one prompt may hold (coarse view + crop)."""
+    max_num_seqs: int = Field(64, ge=1)
+    """vLLM: sequences scheduled together."""
+    enable_prefix_caching: bool = True
+    """vLLM: reuse stage 1's KV for stage 2, whose prompt extends it token for token."""
+    enforce_eager: bool = True
+    """vLLM: no graph capture; starts in seconds rather than minutes on CPU."""
+    kv_cache_gib: int = Field(1, ge=1)
+    """vLLM on CPU: host memory reserved for the KV cache."""
+    memory_utilization: float | None = Field(None, gt=0.0, le=1.0)
+    """vLLM: share of GPU memory (host memory on CPU) it may take; default 0.85 GPU, 0.1 CPU."""
+    weight_bucket_mb: int = Field(256, ge=1)
+    """Size of one weight-transfer bucket."""
+    cpu_omp_bind: str = "nobind"
+    """vLLM on CPU: thread pinning. Its `auto` computes on one core per NUMA node and pins every
+    engine to the same core; `nobind` leaves placement to the OS; `0-7` pins explicitly."""
+    seed: int = 0
+    """Engine sampling seed."""
 
 
 @dataclass(frozen=True)

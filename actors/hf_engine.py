@@ -18,21 +18,11 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig
 
-from actors.engine import Completion, Sampling, Scored, TokenPrompt
+from actors.engine import Completion, EngineConfig, Sampling, Scored, TokenPrompt
 from core.tokens import expand_image_pads, mm_token_type_ids
 from core.weight_names import to_in_memory_name
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class HFEngineConfig:
-    """How one transformers engine is built."""
-
-    model: str  # folder or hub name
-    dtype: str = "float32"
-    device: str = "cpu"
-    seed: int = 0  # draws the sampling seed of calls that bring none
 
 
 @dataclass(frozen=True)
@@ -46,7 +36,7 @@ class _ModelInputs:
 class HFEngine:
     """A `Qwen2_5_VLForConditionalGeneration` in this process, one prompt at a time."""
 
-    def __init__(self, config: HFEngineConfig) -> None:
+    def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self.device = torch.device(config.device)
         self.processor = AutoProcessor.from_pretrained(config.model)

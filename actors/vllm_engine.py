@@ -10,44 +10,20 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from actors.engine import Completion, Sampling, Scored, TokenPrompt
+from actors.engine import Completion, EngineConfig, Sampling, Scored, TokenPrompt
 from actors.vllm_weights import buckets, write_bucket
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class VLLMEngineConfig:
-    """How one vLLM engine is started."""
-
-    model: str
-    dtype: str = "float32"
-    max_model_len: int = 4096
-    max_images_per_prompt: int = 2
-    max_num_seqs: int = 64
-    kv_cache_gib: int = 1  # host memory for the KV cache on CPU (VLLM_CPU_KVCACHE_SPACE)
-    # Share of GPU memory (on GPUs) or of the NUMA node's host memory (vLLM's CPU build) that
-    # vLLM may take; None = 0.85 on GPUs, 0.1 on CPU, where the KV cache is `kv_cache_gib`.
-    memory_utilization: float | None = None
-    enable_prefix_caching: bool = True  # stage 2 reuses stage 1's prefix
-    enforce_eager: bool = True  # no graph capture: starts in seconds, not minutes, on CPU
-    weight_bucket_mb: int = 256
-    # vLLM's CPU build pins its compute threads to one core per NUMA node and keeps one core for
-    # itself ("auto"): one core of two here, and every engine on the same core. "nobind" leaves
-    # placement to the OS; a core list such as "0-7" pins explicitly. Ignored on GPUs.
-    cpu_omp_bind: str = "nobind"
-    seed: int = 0
-
-
 class VLLMEngine:
     """One `vllm.LLM`. vLLM is imported on construction, so this module imports without it."""
 
-    def __init__(self, config: VLLMEngineConfig) -> None:
+    def __init__(self, config: EngineConfig) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.kv_cache_gib))
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", config.cpu_omp_bind)
         from vllm import LLM

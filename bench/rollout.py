@@ -20,10 +20,10 @@ import ray
 from transformers import AutoTokenizer
 
 from actors.chat_tokens import ChatTokens
+from actors.engine import EngineConfig
 from actors.episode import EpisodeConfig, EpisodeRunner
-from actors.hf_engine import HFEngine, HFEngineConfig
+from actors.hf_engine import HFEngine
 from actors.rollout_pool import PoolConfig
-from actors.rollout_worker import EngineConfig
 from core.prompts import PromptTemplates
 from core.synthetic import DEMO_COARSE_TOKENS, SyntheticConfig, generate
 from core.trajectory import Trajectory
@@ -54,7 +54,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         model = str(make_tiny_model(Path(folder) / "tiny", seed=0))
 
-        hf = HFEngine(HFEngineConfig(model=model))
+        hf = HFEngine(EngineConfig(backend="hf", model=model))
         runner = EpisodeRunner(
             ChatTokens(AutoTokenizer.from_pretrained(model)), PromptTemplates.load(), episode
         )

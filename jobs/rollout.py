@@ -21,9 +21,10 @@ from typing import Any
 import ray
 from pydantic import BaseModel, ConfigDict, Field
 
+from actors.engine import EngineConfig
 from actors.episode import EpisodeConfig
 from actors.rollout_pool import PoolConfig, RolloutPool
-from actors.rollout_worker import EngineConfig, RolloutWorker
+from actors.rollout_worker import RolloutWorker
 from core.dataset import iter_samples, write_samples
 from core.geometry import QWEN_DEFAULT_MAX_TOKENS, budget_tokens
 from core.prompts import DEFAULT_PROMPTS

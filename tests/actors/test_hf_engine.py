@@ -16,15 +16,15 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from actors.engine import Completion, Sampling, TokenPrompt
-from actors.hf_engine import HFEngine, HFEngineConfig
+from actors.engine import Completion, EngineConfig, Sampling, TokenPrompt
+from actors.hf_engine import HFEngine
 
 IMAGE_PAD = "<|image_pad|>"
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir: Path) -> Iterator[HFEngine]:
-    engine = HFEngine(HFEngineConfig(model=str(tiny_model_dir)))
+    engine = HFEngine(EngineConfig(backend="hf", model=str(tiny_model_dir)))
     yield engine
     engine.shutdown()
 
@@ -32,7 +32,7 @@ def engine(tiny_model_dir: Path) -> Iterator[HFEngine]:
 @pytest.fixture
 def fresh_engine(tiny_model_dir: Path) -> HFEngine:
     """An engine of its own for tests that change weights."""
-    return HFEngine(HFEngineConfig(model=str(tiny_model_dir)))
+    return HFEngine(EngineConfig(backend="hf", model=str(tiny_model_dir)))
 
 
 def chat_ids(processor: Any, messages: list[dict[str, Any]]) -> list[int]:

@@ -17,11 +17,10 @@ import ray
 import torch
 from safetensors.torch import load_file
 
-from actors.engine import TokenPrompt
+from actors.engine import EngineConfig, TokenPrompt
 from actors.episode import EpisodeConfig
-from actors.hf_engine import HFEngine, HFEngineConfig
+from actors.hf_engine import HFEngine
 from actors.rollout_pool import PoolConfig, RolloutPool
-from actors.rollout_worker import EngineConfig
 from core.sample import Sample
 from core.synthetic import DEMO_COARSE_TOKENS, SyntheticConfig, generate
 from core.tokens import expanded_positions
@@ -65,7 +64,7 @@ def pool(local_ray: None, tiny_model_dir: Path) -> Iterator[RolloutPool]:
 
 @pytest.fixture(scope="module")
 def reference(tiny_model_dir: Path) -> HFEngine:
-    return HFEngine(HFEngineConfig(model=str(tiny_model_dir)))
+    return HFEngine(EngineConfig(backend="hf", model=str(tiny_model_dir)))
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from actors.chat_tokens import ChatTokens
-from actors.engine import Sampling, TokenPrompt
-from actors.hf_engine import HFEngine, HFEngineConfig
-from actors.vllm_engine import VLLMEngine, VLLMEngineConfig
+from actors.engine import EngineConfig, Sampling, TokenPrompt
+from actors.hf_engine import HFEngine
+from actors.vllm_engine import VLLMEngine
 from core.geometry import vision_tokens
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ TOLERANCE = 1e-3
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir: Path) -> Iterator[VLLMEngine]:
     engine = VLLMEngine(
-        VLLMEngineConfig(model=str(tiny_model_dir), max_model_len=2048, weight_bucket_mb=1)
+        EngineConfig(model=str(tiny_model_dir), max_model_len=2048, weight_bucket_mb=1)
     )
     yield engine
     engine.shutdown()
@@ -35,7 +35,7 @@ def engine(tiny_model_dir: Path) -> Iterator[VLLMEngine]:
 
 @pytest.fixture(scope="module")
 def reference(tiny_model_dir: Path) -> HFEngine:
-    return HFEngine(HFEngineConfig(model=str(tiny_model_dir)))
+    return HFEngine(EngineConfig(backend="hf", model=str(tiny_model_dir)))
 
 
 @pytest.fixture(scope="module")
