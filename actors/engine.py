@@ -12,6 +12,7 @@ reference in tests).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -53,8 +54,22 @@ class EngineConfig(BaseModel):
     cpu_omp_bind: str = "nobind"
     """vLLM on CPU: thread pinning. Its `auto` computes on one core per NUMA node and pins every
     engine to the same core; `nobind` leaves placement to the OS; `0-7` pins explicitly."""
+    cpu_threads: int | None = Field(None, ge=1)
+    """Torch threads for a CPU engine's forward pass. Default: every core of the host, because
+    Ray gives an actor with a fractional CPU one thread (OMP_NUM_THREADS=1)."""
+    engine_process: bool | None = None
+    """vLLM: run the engine core in its own process. Default: yes on GPUs (scheduling overlaps
+    the forward pass), no on CPU, where the two processes fight over the same few cores
+    (measured here: a rollout batch took 1.9x as long with the separate process)."""
     seed: int = 0
     """Engine sampling seed."""
+
+
+def set_cpu_threads(config: EngineConfig) -> None:
+    """Size torch's thread pool for a CPU engine (no-op for GPU engines)."""
+    on_gpu = torch.cuda.is_available() if config.backend == "vllm" else config.device != "cpu"
+    if not on_gpu:
+        torch.set_num_threads(config.cpu_threads or os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,14 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig
 
-from actors.engine import Completion, EngineConfig, Sampling, Scored, TokenPrompt
+from actors.engine import (
+    Completion,
+    EngineConfig,
+    Sampling,
+    Scored,
+    TokenPrompt,
+    set_cpu_threads,
+)
 from core.tokens import expand_image_pads, mm_token_type_ids
 from core.weight_names import to_in_memory_name
 
@@ -39,6 +46,7 @@ class HFEngine:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self.device = torch.device(config.device)
+        set_cpu_threads(config)
         self.processor = AutoProcessor.from_pretrained(config.model)
         # Any: transformers' decorated `to` does not type-check as a bound method.
         self.model: Any = cast(
