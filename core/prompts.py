@@ -35,6 +35,9 @@ class PromptTemplates(BaseModel):
     """Stage-2 user text for multiple choice. Placeholders: {question}, {options}."""
     fine_free_form: str = Field(min_length=1)
     """Stage-2 user text for questions without options. Placeholder: {question}."""
+    verifier: str = Field(min_length=1)
+    """The verifier's user text, shown with the crop alone. Placeholders: {question}, {options}
+    (`Options:` and one line per option, each line ending in a newline; empty for free form)."""
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_PROMPTS) -> PromptTemplates:
@@ -74,3 +77,12 @@ def fine_messages(
         {"role": "assistant", "content": stage1_reply},
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]},
     ]
+
+
+def verifier_messages(
+    templates: PromptTemplates, question: str, options: tuple[str, ...]
+) -> list[Message]:
+    """The verifier's conversation: the crop (the only image) and the question with options."""
+    listed = f"Options:\n{format_options(options)}\n" if options else ""
+    text = templates.verifier.format(question=question, options=listed)
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]

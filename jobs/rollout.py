@@ -51,6 +51,15 @@ class WorkerResources(BaseModel):
         bundle = {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.custom}
         return {k: v for k, v in bundle.items() if v > 0}
 
+    def actor_options(self, max_restarts: int = 0) -> dict[str, Any]:
+        """`ray.remote(...).options(...)` for an actor with these resources."""
+        return {
+            "num_cpus": self.num_cpus,
+            "num_gpus": self.num_gpus,
+            "resources": self.custom or None,
+            "max_restarts": max_restarts,
+        }
+
 
 class RolloutConfig(BaseModel):
     """Everything a rollout pool needs."""
@@ -71,15 +80,12 @@ class RolloutConfig(BaseModel):
 
 def make_rollout_pool(config: RolloutConfig) -> RolloutPool:
     """Wrap `RolloutWorker` as a Ray actor with the configured resources and start the pool."""
-    res = config.resources
-    actor = ray.remote(RolloutWorker).options(
-        num_cpus=res.num_cpus, num_gpus=res.num_gpus, resources=res.custom or None, max_restarts=0
-    )
+    actor = ray.remote(RolloutWorker).options(**config.resources.actor_options())
 
     def factory() -> Any:
         return actor.remote(config.engine, config.episode, config.prompts)
 
-    return RolloutPool(factory, config.pool, res.bundle())
+    return RolloutPool(factory, config.pool, config.resources.bundle())
 
 
 def ensure_demo_assets(root: Path, num_samples: int) -> tuple[Path, Path]:

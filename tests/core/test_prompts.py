@@ -44,7 +44,8 @@ def test_format_options() -> None:
 
 def test_templates_reject_unknown_and_missing_fields(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text('system = "s"\ncoarse = "c"\nfine = "f"\nfine_free_form = "x"\nextra = "y"\n')
+    fields = ["system", "coarse", "fine", "fine_free_form", "verifier", "extra"]
+    bad.write_text("".join(f'{name} = "x"\n' for name in fields))
     with pytest.raises(ValidationError):
         PromptTemplates.load(bad)
     bad.write_text('system = "s"\n')

@@ -47,13 +47,6 @@ def _config(model: Path, pool: PoolConfig) -> RolloutConfig:
 
 
 @pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def pool(local_ray: None, tiny_model_dir: Path) -> Iterator[RolloutPool]:
     config = PoolConfig(min_workers=2, max_workers=2, chunk_size=2, request_cluster_resources=False)
     pool = make_rollout_pool(_config(tiny_model_dir, config))

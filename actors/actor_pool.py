@@ -1,0 +1,241 @@
+"""A pool of Ray actors that map chunks of a list: load-balanced, autoscaled, fault tolerant.
+
+A call's items are cut into chunks; each chunk goes to the ready actor with the least
+outstanding work, and results are gathered back in item order. When the backlog exceeds
+`scale_up_backlog` chunks per actor the pool adds one (asking Ray's autoscaler for its
+resources on a cluster); idle actors above `min_workers` are released by `scale_down_idle`.
+An actor that dies is replaced and its chunks run again elsewhere; a chunk that keeps failing
+is turned into failure records by the caller's `failed`, so a call never silently loses items.
+The rollout pool and the reward pool are this pool with their own method and failure records.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from pydantic import BaseModel, ConfigDict, Field
+from ray.exceptions import RayActorError
+
+logger = logging.getLogger(__name__)
+
+ActorFactory = Callable[[], Any]  # returns a new actor handle
+Failed = Callable[[list[Any], str], list[Any]]  # (chunk, reason) -> one record per result
+
+
+class PoolConfig(BaseModel):
+    """Size, dispatch and scaling of a pool of actors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_workers: int = Field(1, ge=1)
+    """Actors kept even when idle."""
+    max_workers: int = Field(1, ge=1)
+    """Upper bound when scaling up."""
+    chunk_size: int = Field(4, ge=1)
+    """Items per request to an actor."""
+    max_inflight_per_worker: int = Field(2, ge=1)
+    """Requests queued on one actor at once, so its engine batches across requests."""
+    scale_up_backlog: int = Field(2, ge=1)
+    """Queued chunks per actor above which one more actor is started."""
+    idle_timeout_s: float = Field(60.0, ge=0.0)
+    """Idle time after which an actor above the minimum is released."""
+    max_attempts: int = Field(3, ge=1)
+    """Tries per chunk (an actor death counts) before its items are marked failed."""
+    request_cluster_resources: bool = True
+    """Ask Ray's autoscaler for the actors' resources when scaling (no-op without one)."""
+
+
+@dataclass
+class _Slot:
+    handle: Any
+    ready: Any  # ObjectRef of the actor's readiness probe
+    is_ready: bool = False
+    outstanding: int = 0
+    last_busy: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Chunk:
+    index: int
+    items: list[Any]
+    attempts: int = 0
+
+
+@dataclass
+class _Call:
+    """The state of one `map` call."""
+
+    failed: Failed
+    queue: deque[_Chunk]
+    results: dict[int, list[Any]] = field(default_factory=dict)
+    inflight: dict[Any, tuple[int, _Chunk]] = field(default_factory=dict)
+
+
+class ActorPool:
+    """Owns the actors; `map` runs `method` over chunks of items and returns results in order.
+
+    Actors must offer `ready()` (a cheap probe that returns once they can work), `method` (a
+    list of items -> one list of results for them) and `shutdown()`.
+    """
+
+    def __init__(
+        self,
+        factory: ActorFactory,
+        config: PoolConfig,
+        worker_resources: dict[str, float],
+        method: str,
+        metrics_prefix: str,
+    ) -> None:
+        self.factory = factory
+        self.config = config
+        self.worker_resources = worker_resources
+        self.method = method
+        self.slots: dict[int, _Slot] = {}
+        self._ids = itertools.count()
+        self._replaced, self._retried = f"{metrics_prefix}/replaced", f"{metrics_prefix}/retried"
+        self.metrics: dict[str, float] = {self._replaced: 0, self._retried: 0}
+        for _ in range(config.min_workers):
+            self._add_worker()
+
+    @property
+    def size(self) -> int:
+        return len(self.slots)
+
+    def wait_ready(self) -> None:
+        """Block until every actor is up."""
+        for slot in list(self.slots.values()):
+            ray.get(slot.ready)
+            slot.is_ready = True
+
+    def map(self, items: list[Any], failed: Failed) -> list[Any]:
+        """Results for every item, in item order (chunks that keep failing: `failed(chunk)`)."""
+        size = self.config.chunk_size
+        starts = range(0, len(items), size)
+        call = _Call(failed, deque(_Chunk(i, items[s : s + size]) for i, s in enumerate(starts)))
+        while call.queue or call.inflight:
+            self._scale_up(len(call.queue))
+            self._dispatch(call)
+            waiting = list(call.inflight) + [s.ready for s in self.slots.values() if not s.is_ready]
+            done, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
+            for ref in done:
+                if ref in call.inflight:
+                    self._collect(ref, call)
+                else:
+                    self._mark_ready(ref, call)
+        return [r for i in sorted(call.results) for r in call.results[i]]
+
+    def scale_down_idle(self) -> int:
+        """Release idle actors above the minimum; returns how many were released."""
+        now, released = time.monotonic(), 0
+        for wid, slot in list(self.slots.items()):
+            idle = slot.outstanding == 0 and now - slot.last_busy >= self.config.idle_timeout_s
+            if idle and self.size > self.config.min_workers:
+                self._release(wid)
+                released += 1
+        if released:
+            self._request_resources()
+        return released
+
+    def shutdown(self) -> None:
+        for wid in list(self.slots):
+            self._release(wid)
+
+    def _on_new_worker(self, handle: Any) -> None:
+        """Hook: prepare a new actor before it takes work (actor calls run in order)."""
+
+    def _dispatch(self, call: _Call) -> None:
+        while call.queue:
+            ready = [
+                (s.outstanding, wid)
+                for wid, s in self.slots.items()
+                if s.is_ready and s.outstanding < self.config.max_inflight_per_worker
+            ]
+            if not ready:
+                return
+            _, wid = min(ready)
+            chunk = call.queue.popleft()
+            chunk.attempts += 1
+            slot = self.slots[wid]
+            slot.outstanding += 1
+            ref = getattr(slot.handle, self.method).remote(chunk.items)
+            call.inflight[ref] = (wid, chunk)
+
+    def _collect(self, ref: Any, call: _Call) -> None:
+        wid, chunk = call.inflight.pop(ref)
+        try:
+            call.results[chunk.index] = ray.get(ref)
+        except RayActorError as exc:
+            logger.warning("%s actor %d died: %s", self.method, wid, exc)
+            self._replace(wid, call)
+            self._retry(chunk, call, f"worker died: {exc}")
+            return
+        except Exception as exc:  # an error inside the actor: retry elsewhere, then give up
+            logger.exception("%s chunk %d failed on actor %d", self.method, chunk.index, wid)
+            self._retry(chunk, call, f"{type(exc).__name__}: {exc}")
+        slot = self.slots.get(wid)
+        if slot is not None:
+            slot.outstanding -= 1
+            slot.last_busy = time.monotonic()
+
+    def _retry(self, chunk: _Chunk, call: _Call, reason: str) -> None:
+        if chunk.attempts < self.config.max_attempts:
+            self.metrics[self._retried] += 1
+            call.queue.appendleft(chunk)
+        else:
+            call.results[chunk.index] = call.failed(chunk.items, reason)
+
+    def _mark_ready(self, ref: Any, call: _Call) -> None:
+        wid = next(w for w, s in self.slots.items() if s.ready == ref)
+        try:
+            ray.get(ref)
+            self.slots[wid].is_ready = True
+        except RayActorError as exc:
+            logger.warning("%s actor %d died while starting: %s", self.method, wid, exc)
+            self._replace(wid, call)
+
+    def _replace(self, wid: int, call: _Call) -> None:
+        """Drop a dead actor, requeue its other chunks, and start a new one."""
+        for ref, (owner, chunk) in list(call.inflight.items()):
+            if owner == wid:
+                del call.inflight[ref]
+                call.queue.appendleft(chunk)
+        if wid in self.slots:
+            del self.slots[wid]
+            self.metrics[self._replaced] += 1
+        while self.size < self.config.min_workers:
+            self._add_worker()
+
+    def _scale_up(self, backlog: int) -> None:
+        too_much = backlog > self.config.scale_up_backlog * max(1, self.size)
+        if too_much and self.size < self.config.max_workers:
+            self._add_worker()
+            self._request_resources()
+
+    def _add_worker(self) -> None:
+        handle = self.factory()
+        self._on_new_worker(handle)
+        self.slots[next(self._ids)] = _Slot(handle, handle.ready.remote())
+        logger.info("%s pool: %d actors", self.method, self.size)
+
+    def _release(self, wid: int) -> None:
+        slot = self.slots.pop(wid)
+        try:
+            ray.get(slot.handle.shutdown.remote(), timeout=30)
+        except Exception:  # already dead or stuck: kill it either way
+            logger.debug("actor %d did not shut down cleanly", wid)
+        ray.kill(slot.handle)
+        logger.info("%s pool: released an actor, %d left", self.method, self.size)
+
+    def _request_resources(self) -> None:
+        if not self.config.request_cluster_resources:
+            return
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=[dict(self.worker_resources)] * self.size)

@@ -1,0 +1,112 @@
+"""The verifier VLM in engine actors, and the client reward actors call it through.
+
+`VerifierWorker` hosts a frozen engine (a tiny model here, e.g. Qwen2.5-VL-72B on clusters) and
+answers batches of `VerifierQuery`: the crop is the ONLY image in its prompt, the question comes
+with its options, and decoding is greedy. `VerifierClient` sends a batch to one of the verifier
+actors with a timeout and retries on the next; a batch that still fails comes back as answers
+with `failure` set, which the region reward scores as failed (counted, never a silent zero).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import ray
+from pydantic import BaseModel, ConfigDict, Field
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+from actors.chat_tokens import ChatTokens
+from actors.engine import EngineConfig, Sampling, TokenPrompt
+from actors.rollout_worker import build_engine
+from core.prompts import DEFAULT_PROMPTS, PromptTemplates, verifier_messages
+from rewards.verifier import VerifierAnswer, VerifierQuery
+
+logger = logging.getLogger(__name__)
+
+
+class VerifierConfig(BaseModel):
+    """The frozen verifier model and how it is called."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    engine: EngineConfig
+    """Its engine (`engine.model`: the verifier's weights, e.g. the policy's initial ones)."""
+    max_new_tokens: int = Field(32, ge=1)
+    """Length cap of a verifier answer."""
+    timeout_s: float = Field(120.0, gt=0.0)
+    """Time one batch may take before it is retried on the next verifier actor."""
+    max_attempts: int = Field(3, ge=1)
+    """Tries per batch before its answers are marked failed."""
+
+
+class VerifierWorker:
+    """Hosts one frozen engine; a plain class that `jobs/` wraps with `ray.remote`."""
+
+    def __init__(
+        self, engine: EngineConfig, max_new_tokens: int, prompts: str = str(DEFAULT_PROMPTS)
+    ) -> None:
+        from transformers import AutoTokenizer
+
+        self.engine = build_engine(engine)
+        self.chat = ChatTokens(AutoTokenizer.from_pretrained(engine.model))
+        self.templates = PromptTemplates.load(prompts)
+        self.max_new_tokens = max_new_tokens
+
+    def ready(self) -> bool:
+        return True
+
+    def answer(self, queries: list[VerifierQuery]) -> list[VerifierAnswer]:
+        """Greedy answers, one per query, with the crop as the prompt's only image."""
+        prompts = [
+            TokenPrompt(
+                self.chat.prompt(verifier_messages(self.templates, q.question, q.options)),
+                [q.crop],
+            )
+            for q in queries
+        ]
+        sampling = Sampling(
+            max_tokens=self.max_new_tokens,
+            temperature=0.0,
+            banned_token_ids=self.chat.vision_token_ids,
+        )
+        outputs = self.engine.generate(prompts, sampling)
+        return [VerifierAnswer(self.chat.decode(out[0].token_ids)) for out in outputs]
+
+    def shutdown(self) -> None:
+        self.engine.shutdown()
+
+
+class VerifierClient:
+    """Calls verifier actors with a timeout and retries; implements `rewards.verifier.Verifier`."""
+
+    def __init__(self, handles: list[Any], timeout_s: float, max_attempts: int) -> None:
+        if not handles:
+            raise ValueError("VerifierClient needs at least one verifier actor")
+        self.handles = handles
+        self.timeout_s = timeout_s
+        self.max_attempts = max_attempts
+        self._next: int | None = None  # drawn on first use, so each unpickled copy spreads load
+        self.retries = 0
+
+    def answer(self, queries: list[VerifierQuery]) -> list[VerifierAnswer]:
+        if not queries:
+            return []
+        reason = ""
+        if self._next is None:
+            self._next = random.randrange(len(self.handles))
+        for attempt in range(1, self.max_attempts + 1):
+            self._next = (self._next + 1) % len(self.handles)
+            ref = self.handles[self._next].answer.remote(queries)
+            try:
+                return list(ray.get(ref, timeout=self.timeout_s))
+            except GetTimeoutError:
+                ray.cancel(ref)  # drops it if still queued; a running call finishes unseen
+                reason = f"timed out after {self.timeout_s:g} s"
+            except (RayActorError, RayTaskError) as exc:
+                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            logger.warning("verifier attempt %d/%d: %s", attempt, self.max_attempts, reason)
+            self.retries += attempt < self.max_attempts
+        failure = f"{reason} ({self.max_attempts} attempts)"
+        return [VerifierAnswer(failure=failure) for _ in queries]
