@@ -36,34 +36,11 @@ def local_ray() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def scripted_trajectories() -> list:  # type: ignore[type-arg]
-    """Trajectories of 3 synthetic samples x 4 with scripted replies: varied boxes (one falls
-    back) and answers, cropped from the real originals by `core.geometry.zoom`."""
-    from core.geometry import parse_zoom, resize_to_budget, zoom
+    """3 synthetic samples x 4 scripted replies (varied boxes, one fallback; varied answers)."""
+    from core.scripted import scripted_trajectories
     from core.synthetic import DEMO_COARSE_TOKENS, SyntheticConfig, generate
-    from core.trajectory import Trajectory
 
-    boxes = ["[0, 0, 30, 30]", "[10, 5, 60, 40]", "[0, 0, 90, 70]", "none"]
-    out = []
-    for sample in generate(SyntheticConfig(), num=3, seed=3):
-        original = sample.decode_image()
-        coarse = resize_to_budget(original, DEMO_COARSE_TOKENS)
-        for g, (box, letter) in enumerate(zip(boxes, "ABCD", strict=True)):
-            stage1 = f"<think>look</think><zoom>{box}</zoom>"
-            view = zoom(original, coarse.size, parse_zoom(stage1), DEMO_COARSE_TOKENS)
-            out.append(
-                Trajectory(
-                    sample,
-                    g,
-                    weight_version=0,
-                    images=[coarse, view.image],
-                    stage1_text=stage1,
-                    stage2_text=f"<think>seen</think><answer>{letter}</answer>",
-                    crop_box=view.box,
-                    fallback=view.fallback,
-                    original_size=original.size,
-                )
-            )
-    return out
+    return scripted_trajectories(generate(SyntheticConfig(), num=3, seed=3), DEMO_COARSE_TOKENS)
 
 
 # CI explores the same examples every run; locally hypothesis keeps searching for new ones.

@@ -1,0 +1,133 @@
+"""The reward pool on a real local Ray with a real vLLM CPU verifier engine (tiny model).
+
+One verifier actor and a 2-actor reward pool serve the module. The timeout tests put a
+stalling verifier in front of the client: a hung engine cannot be caused on demand, so that
+one actor is a stand-in that sleeps through its first calls (and says so).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+from actors.actor_pool import PoolConfig
+from actors.engine import EngineConfig
+from actors.reward_worker import RewardPool, RewardWorker
+from actors.verifier import VerifierClient, VerifierConfig
+from core.trajectory import Trajectory
+from jobs.rewards import RewardPoolConfig, make_reward_pool, make_verifiers
+from jobs.rollout import WorkerResources
+from rewards.registry import DEFAULT_WEIGHTS, RewardConfig, reward_metrics, score_trajectory
+from rewards.verifier import VerifierAnswer, VerifierQuery
+
+pytestmark = pytest.mark.integration
+RULES = ("format", "accuracy", "box", "iou", "coverage")
+
+
+@pytest.fixture(scope="module")
+def config(tiny_model_dir: Path) -> RewardPoolConfig:
+    engine = EngineConfig(model=str(tiny_model_dir), max_model_len=1024, max_images_per_prompt=1)
+    return RewardPoolConfig(
+        verifier=VerifierConfig(engine=engine, max_new_tokens=8, timeout_s=300),
+        verifier_resources=WorkerResources(num_cpus=0.5),
+        pool=PoolConfig(
+            min_workers=2, max_workers=2, chunk_size=3, request_cluster_resources=False
+        ),
+        resources=WorkerResources(num_cpus=0.25),
+    )
+
+
+@pytest.fixture(scope="module")
+def pool(local_ray: None, config: RewardPoolConfig) -> Iterator[RewardPool]:
+    verifiers = make_verifiers(config)
+    ray.get([v.ready.remote() for v in verifiers])
+    pool = make_reward_pool(config, verifiers)
+    pool.wait_ready()
+    yield pool
+    pool.shutdown()
+    for v in verifiers:
+        ray.get(v.shutdown.remote())
+        ray.kill(v)
+
+
+def test_pool_scores_every_trajectory_in_order(
+    pool: RewardPool, scripted_trajectories: list[Trajectory]
+) -> None:
+    results = pool.score(scripted_trajectories)
+    assert len(results) == len(scripted_trajectories)
+    config = RewardConfig()
+    for t, result in zip(scripted_trajectories, results, strict=True):
+        assert set(result.scores) == set(DEFAULT_WEIGHTS)
+        local = score_trajectory(t, None, config)  # rule components need no verifier
+        assert {n: result.scores[n] for n in RULES} == {n: local.scores[n] for n in RULES}
+        region = result.scores["region"]
+        assert not region.failed  # the real verifier answered every crop
+        if t.fallback is not None:
+            assert region.value == 0.0 and "no region chosen" in (region.reason or "")
+    accuracy = [r.scores["accuracy"].value for r in results]
+    assert 0 < sum(accuracy) < len(accuracy)  # varied, so the order check above has teeth
+    metrics = reward_metrics(results)
+    assert metrics["reward/region_failed"] == 0.0
+
+
+def test_a_dead_reward_actor_is_replaced(
+    pool: RewardPool, scripted_trajectories: list[Trajectory]
+) -> None:
+    victim = next(iter(pool.slots.values())).handle
+    ray.kill(victim)
+    results = pool.score(scripted_trajectories)
+    assert len(results) == len(scripted_trajectories)
+    assert not any(s.failed for r in results for s in r.scores.values())
+    assert pool.metrics["reward_pool/replaced"] >= 1
+    assert pool.size == 2
+
+
+@ray.remote(max_concurrency=4)
+class StallingVerifier:
+    """Fault injection: sleeps through its first `stalls` calls, then answers "A"."""
+
+    def __init__(self, stalls: int) -> None:
+        self.stalls = stalls
+        self.calls = 0
+
+    def answer(self, queries: list[VerifierQuery]) -> list[VerifierAnswer]:
+        self.calls += 1
+        if self.calls <= self.stalls:
+            time.sleep(20)
+        return [VerifierAnswer("A") for _ in queries]
+
+
+def _queries(trajectories: list[Trajectory]) -> list[VerifierQuery]:
+    return [VerifierQuery(t.images[1], t.sample.question, t.sample.options) for t in trajectories]
+
+
+def test_a_timed_out_verifier_call_is_retried(
+    local_ray: None, scripted_trajectories: list[Trajectory]
+) -> None:
+    stalling: Any = StallingVerifier.remote(1)
+    client = VerifierClient([stalling], timeout_s=2.0, max_attempts=3)
+    answers = client.answer(_queries(scripted_trajectories[:3]))
+    assert answers == [VerifierAnswer("A")] * 3
+    assert client.retries == 1
+    ray.kill(stalling)
+
+
+def test_a_verifier_that_never_answers_marks_region_failed(
+    local_ray: None, scripted_trajectories: list[Trajectory]
+) -> None:
+    stalling: Any = StallingVerifier.remote(99)
+    client = VerifierClient([stalling], timeout_s=1.0, max_attempts=2)
+    chosen = [t for t in scripted_trajectories if t.fallback is None][:3]
+    results = RewardWorker(RewardConfig(), client).score(chosen)
+    for result in results:
+        region = result.scores["region"]
+        assert region.failed and region.value == 0.0
+        assert region.reason == "verifier: timed out after 1 s (2 attempts)"
+        assert not result.scores["format"].failed  # the other components still count
+    assert reward_metrics(results)["reward/region_failed"] == len(chosen)
+    ray.kill(stalling)
