@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
-from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig
 
 from actors.engine import (
@@ -26,7 +25,7 @@ from actors.engine import (
     TokenPrompt,
     set_cpu_threads,
 )
-from core.tokens import expand_image_pads, mm_token_type_ids
+from core.model_inputs import model_inputs
 from core.weight_names import to_in_memory_name
 
 logger = logging.getLogger(__name__)
@@ -57,7 +56,6 @@ class HFEngine:
         )
         self.model.to(self.device).eval()
         self.image_token_id: int = self.model.config.image_token_id
-        self.merge_size: int = self.processor.image_processor.merge_size
         self.eos_ids = _eos_ids(self.model.generation_config.eos_token_id)
         # A checkpoint's sampling defaults (Qwen's top_k, repetition penalty) would fill every
         # setting a call leaves unset and bend the sampled distribution away from the model's.
@@ -77,23 +75,16 @@ class HFEngine:
 
     def prepare(self, prompt: TokenPrompt) -> _ModelInputs:
         """Expand the image placeholders and build the model's input tensors."""
-        tensors: dict[str, torch.Tensor] = {}
-        tokens_per_image: list[int] = []
-        if prompt.images:
-            images = self.processor.image_processor(
-                images=[_rgb(im) for im in prompt.images], return_tensors="pt"
-            )
-            grid_thw = images["image_grid_thw"]
-            tokens_per_image = [int(g.prod()) // self.merge_size**2 for g in grid_thw]
-            tensors["pixel_values"] = images["pixel_values"].to(self.device, self.model.dtype)
-            tensors["image_grid_thw"] = grid_thw.to(self.device)
-        ids = expand_image_pads(prompt.token_ids, self.image_token_id, tokens_per_image)
-        tensors["input_ids"] = torch.tensor([ids], dtype=torch.long, device=self.device)
-        tensors["attention_mask"] = torch.ones_like(tensors["input_ids"])
-        if prompt.images:  # without it transformers uses 1-D rotary positions for image tokens
-            types = mm_token_type_ids(ids, self.image_token_id)
-            tensors["mm_token_type_ids"] = torch.tensor([types], device=self.device)
-        return _ModelInputs(token_ids=ids, tensors=tensors)
+        inputs = model_inputs(
+            [(prompt.token_ids, prompt.images)],
+            self.processor.image_processor,
+            self.image_token_id,
+            pad_token_id=0,  # one row: never padded
+        )
+        tensors = {k: v.to(self.device) for k, v in inputs.tensors.items()}
+        if "pixel_values" in tensors:
+            tensors["pixel_values"] = tensors["pixel_values"].to(self.model.dtype)
+        return _ModelInputs(token_ids=inputs.token_ids[0], tensors=tensors)
 
     @torch.no_grad()
     def score(self, prompts: list[TokenPrompt]) -> list[Scored]:
@@ -185,7 +176,3 @@ def _eos_ids(eos: int | list[int] | None) -> set[int]:
     if eos is None:
         return set()
     return set(eos) if isinstance(eos, list) else {eos}
-
-
-def _rgb(image: Image.Image) -> Image.Image:
-    return image if image.mode == "RGB" else image.convert("RGB")

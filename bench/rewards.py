@@ -8,12 +8,19 @@ engine. In one process: a `RewardWorker` calling an in-process `VerifierWorker`.
 Ray reward actors calling verifier actors. Start-up and one warm-up batch are excluded.
 """
 
+# ruff: noqa: E402 (the path fix below must run before the project imports)
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+# Run as a script, this file's folder comes first on the path and `rewards` would import this
+# file, not the package (in Ray's workers too, which inherit the path). Drop the folder.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import ray
 
