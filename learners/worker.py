@@ -1,0 +1,229 @@
+"""The learner worker: one rank of an FSDP2 learner group (a plain class; `jobs/` makes it an
+actor). Each rank holds a shard of the policy (and of the frozen reference when KL is on),
+trains on its share of a step's rows with gradient accumulation, and joins the collectives
+that gather full weights for export and checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from typing import Any, cast
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
+
+from learners.batch import MicroBatch, TrainRow, micro_batch
+from learners.config import LearnerConfig, OptimConfig
+from learners.grpo import Normalizer, entropy, grpo_loss, token_logprobs
+
+logger = logging.getLogger(__name__)
+
+
+class LearnerWorker:
+    def __init__(self, config: LearnerConfig, rank: int, world_size: int, address: str) -> None:
+        """`address` is `host:port` of rank 0's rendezvous."""
+        from transformers import AutoProcessor
+
+        self.config, self.rank, self.world_size = config, rank, world_size
+        on_gpu = torch.cuda.is_available()
+        self.device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else None
+        if not on_gpu:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+        dist.init_process_group(
+            "nccl" if on_gpu else "gloo",
+            init_method=f"tcp://{address}",
+            rank=rank,
+            world_size=world_size,
+        )
+        torch.manual_seed(config.seed)
+        mixed = on_gpu if config.mixed_precision is None else config.mixed_precision
+        self.policy = _load_sharded(config, mixed, trainable=True)
+        self.reference = None
+        if config.grpo.kl_beta > 0:
+            self.reference = _load_sharded(config, mixed, trainable=False)
+        self.optimizer = torch.optim.AdamW(
+            self.policy.parameters(),
+            lr=config.optim.lr,
+            betas=config.optim.betas,
+            eps=config.optim.eps,
+            weight_decay=config.optim.weight_decay,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(config.optim, step)
+        )
+        processor = AutoProcessor.from_pretrained(config.model)
+        self.image_processor = processor.image_processor
+        self.image_token_id = int(self.policy.config.image_token_id)
+        tokenizer = processor.tokenizer
+        self.pad_token_id = int(tokenizer.pad_token_id or tokenizer.eos_token_id)
+        self.step_count = 0
+
+    def ready(self) -> int:
+        return self.rank
+
+    def step(self, rows: Sequence[TrainRow], norm: Normalizer) -> dict[str, float]:
+        """One optimizer step on this rank's rows; `norm` counts the whole step's rows/tokens."""
+        self.policy.train()
+        size = self.config.micro_batch_size
+        sums = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0, "entropy": 0.0}
+        mismatch = torch.zeros(2)  # (sum of |new - old| over sampled tokens, max)
+        for start in range(0, len(rows), size):
+            batch = self._micro_batch(rows[start : start + size])
+            loss, parts, logprobs_BT, logits_BTV = self._loss(batch, norm)
+            # FSDP averages gradients over ranks; each rank's loss is its share of the sum.
+            (loss * self.world_size).backward()
+            with torch.no_grad():
+                diff_BT = (logprobs_BT - batch.old_logprobs_BT).abs() * batch.mask_BT
+                mismatch[0] += diff_BT.sum()
+                mismatch[1] = torch.maximum(mismatch[1], diff_BT.max())
+                sums["entropy"] += float((entropy(logits_BTV) * batch.mask_BT).sum())
+            sums["loss"] += float(loss)
+            for name, value in parts.items():
+                sums[name] += float(value)
+            del logits_BTV
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.policy.parameters(), self.config.optim.max_grad_norm
+        )
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        lr = float(self.scheduler.get_last_lr()[0])
+        self.scheduler.step()
+        self.step_count += 1
+        return self._reduce(sums, mismatch, norm, float(_full(grad_norm)), lr)
+
+    @torch.no_grad()
+    def logprobs(self, rows: Sequence[TrainRow]) -> list[list[float]]:
+        """The policy's logprob of every token of each row (0 for the first), as the engine
+        reports them: the learner's view of the rollout's numbers."""
+        self.policy.eval()
+        out: list[list[float]] = []
+        for start in range(0, len(rows), self.config.micro_batch_size):
+            chunk = rows[start : start + self.config.micro_batch_size]
+            batch = self._micro_batch(chunk)
+            logprobs_BT = self._forward_logprobs(self.policy, batch)[0].cpu()
+            for b, positions in enumerate(batch.positions):
+                out.append([0.0] + [float(logprobs_BT[b, p - 1]) for p in positions[1:]])
+        return out
+
+    def named_parameters(self) -> list[tuple[str, np.ndarray]] | None:
+        """Full weights (in-memory names, fp32 numpy) on rank 0; None elsewhere. Every rank
+        must call it: each parameter is gathered with a collective."""
+        out = []
+        for name, param in self.policy.named_parameters():
+            full = _full(param.detach()).float().cpu()
+            if self.rank == 0:
+                out.append((name, full.numpy()))
+        return out if self.rank == 0 else None
+
+    def shutdown(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+    def _micro_batch(self, rows: Sequence[TrainRow]) -> MicroBatch:
+        batch = micro_batch(rows, self.image_processor, self.image_token_id, self.pad_token_id)
+        if self.device is None:
+            return batch
+        return MicroBatch(
+            {k: v.to(self.device) for k, v in batch.inputs.items()},
+            batch.mask_BT.to(self.device),
+            batch.old_logprobs_BT.to(self.device),
+            batch.advantages_B.to(self.device),
+            batch.positions,
+        )
+
+    def _forward_logprobs(self, model: Any, batch: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        logits_BTV = model(**batch.inputs).logits[:, :-1]
+        targets_BT = batch.inputs["input_ids"][:, 1:]
+        return token_logprobs(logits_BTV, targets_BT), logits_BTV
+
+    def _loss(
+        self, batch: MicroBatch, norm: Normalizer
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        logprobs_BT, logits_BTV = self._forward_logprobs(self.policy, batch)
+        ref_BT = None
+        if self.reference is not None:
+            with torch.no_grad():
+                ref_BT = self._forward_logprobs(self.reference, batch)[0]
+        loss, parts = grpo_loss(
+            logprobs_BT,
+            batch.old_logprobs_BT,
+            ref_BT,
+            batch.advantages_B,
+            batch.mask_BT,
+            self.config.grpo,
+            norm,
+        )
+        return loss, parts, logprobs_BT.detach(), logits_BTV.detach()
+
+    def _reduce(
+        self,
+        sums: dict[str, float],
+        mismatch: torch.Tensor,
+        norm: Normalizer,
+        grad_norm: float,
+        lr: float,
+    ) -> dict[str, float]:
+        """Step metrics over all ranks (sums are over sampled tokens)."""
+        names = sorted(sums)
+        totals = torch.tensor([sums[n] for n in names] + [float(mismatch[0])], dtype=torch.float64)
+        dist.all_reduce(totals)
+        worst = mismatch[1:].clone()
+        dist.all_reduce(worst, op=dist.ReduceOp.MAX)
+        values = dict(zip([*names, "mismatch"], totals.tolist(), strict=True))
+        tokens = max(norm.tokens, 1.0)
+        return {
+            "learner/loss": values["loss"],
+            "learner/clip_fraction": values["clip_fraction"] / tokens,
+            "learner/kl": values["kl"] / tokens,
+            "learner/entropy": values["entropy"] / tokens,
+            "learner/grad_norm": grad_norm,
+            "learner/lr": lr,
+            "learner/logprob_mismatch_mean": values["mismatch"] / tokens,
+            "learner/logprob_mismatch_max": float(worst[0]),
+        }
+
+
+def lr_factor(optim: OptimConfig, step: int) -> float:
+    """Multiplier of `optim.lr` at `step` (0-based): warm-up, then the schedule."""
+    if step < optim.warmup_steps:
+        return (step + 1) / optim.warmup_steps
+    if optim.schedule == "constant":
+        return 1.0
+    span = max(1, optim.total_steps - optim.warmup_steps)
+    progress = min(1.0, (step - optim.warmup_steps) / span)
+    if optim.schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _load_sharded(config: LearnerConfig, mixed: bool, trainable: bool) -> Any:
+    """The model with each vision block, each decoder layer and the root sharded (FSDP2)."""
+    from transformers import AutoModelForImageTextToText
+
+    model = cast(
+        Any, AutoModelForImageTextToText.from_pretrained(config.model, dtype=torch.float32)
+    )
+    if torch.cuda.is_available():
+        model.to(torch.cuda.current_device())
+    if trainable and config.activation_checkpointing:
+        model.gradient_checkpointing_enable()
+    precision = MixedPrecisionPolicy()  # parameters' own dtype (fp32)
+    if mixed:
+        precision = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    for block in [*model.model.visual.blocks, *model.model.language_model.layers]:
+        fully_shard(block, mp_policy=precision)
+    fully_shard(model, mp_policy=precision)
+    model.requires_grad_(trainable)
+    if not trainable:
+        model.eval()
+    return model
+
+
+def _full(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor

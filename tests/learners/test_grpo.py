@@ -1,0 +1,116 @@
+"""GRPO's math against hand-computed values."""
+
+import math
+
+import pytest
+import torch
+
+from learners.grpo import (
+    GRPOConfig,
+    Normalizer,
+    aggregate,
+    clipped_surrogate,
+    entropy,
+    group_advantages,
+    grpo_loss,
+    kl_penalty,
+)
+
+
+def test_equal_rewards_give_zero_advantages() -> None:
+    rewards = torch.tensor([1.0, 1.0, 1.0, 0.0, 2.0])
+    groups = torch.tensor([0, 0, 0, 1, 1])
+    adv = group_advantages(rewards, groups, normalize_std=True, eps=1e-6)
+    assert adv[:3].tolist() == [0.0, 0.0, 0.0]
+    # group 1: mean 1, population std 1 -> -1, +1 (up to eps)
+    assert adv[3:].tolist() == pytest.approx([-1.0, 1.0], abs=1e-5)
+
+
+def test_advantages_by_hand_without_std() -> None:
+    rewards = torch.tensor([3.0, 1.0, 2.0, 0.5])
+    groups = torch.tensor([7, 7, 7, 9])  # ids need not be contiguous; a group of one gets 0
+    adv = group_advantages(rewards, groups, normalize_std=False, eps=1e-6)
+    assert adv.tolist() == pytest.approx([1.0, -1.0, 0.0, 0.0])
+    normalized = group_advantages(rewards, groups, normalize_std=True, eps=0.0 + 1e-12)
+    std = math.sqrt(2 / 3)
+    assert normalized[:3].tolist() == pytest.approx([1 / std, -1 / std, 0.0])
+    assert normalized[3].item() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("ratio", "advantage", "clipped"),
+    [
+        (1.1, 1.0, False),  # inside the range
+        (1.2, 1.0, False),  # exactly at the edge: not beyond it
+        (1.21, 1.0, True),  # beyond 1 + high with a positive advantage
+        (1.5, -1.0, False),  # a negative advantage is never clipped from above
+        (0.79, -1.0, True),  # beyond 1 - low with a negative advantage
+        (0.79, 1.0, False),
+    ],
+)
+def test_clipping_engages_exactly_beyond_the_range(
+    ratio: float, advantage: float, clipped: bool
+) -> None:
+    old = torch.zeros(1, 1, dtype=torch.float64)
+    new = old + math.log(ratio)
+    loss, was_clipped = clipped_surrogate(new, old, torch.tensor([advantage]), 0.2, 0.2)
+    assert bool(was_clipped.item()) is clipped
+    bound = min(max(ratio, 0.8), 1.2)
+    expected = max(-advantage * ratio, -advantage * bound)
+    assert loss.item() == pytest.approx(expected)
+
+
+def test_clip_high_is_separate() -> None:
+    old = torch.zeros(1, 1, dtype=torch.float64)
+    new = old + math.log(1.25)
+    _, clipped = clipped_surrogate(new, old, torch.tensor([1.0]), 0.2, 0.28)
+    assert clipped.item() == 0.0
+
+
+def test_kl_estimators_by_hand() -> None:
+    p = torch.tensor([[-1.0, -2.0]])
+    q = torch.tensor([[-1.5, -2.0]])
+    d = -0.5  # log q/p at the first token
+    assert kl_penalty(p, q, "k1")[0].tolist() == pytest.approx([0.5, 0.0])
+    assert kl_penalty(p, q, "k2")[0].tolist() == pytest.approx([0.125, 0.0])
+    assert kl_penalty(p, q, "k3")[0].tolist() == pytest.approx([math.exp(d) - d - 1, 0.0])
+    same = kl_penalty(p, p, "k3")
+    assert same.abs().max().item() == 0.0
+
+
+def test_aggregation_modes() -> None:
+    loss = torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    norm = Normalizer(tokens=3, sequences=2)
+    assert aggregate(loss, mask, "token-mean", norm).item() == pytest.approx(7 / 3)
+    assert aggregate(loss, mask, "seq-mean-token-mean", norm).item() == pytest.approx(
+        (1.5 + 4.0) / 2
+    )
+    assert aggregate(loss, mask, "seq-sum-norm", norm, constant=10).item() == pytest.approx(7 / 20)
+
+
+def test_micro_batch_shares_add_up_to_the_whole() -> None:
+    torch.manual_seed(0)
+    loss, mask = torch.rand(6, 5), (torch.rand(6, 5) > 0.3).float()
+    norm = Normalizer(tokens=float(mask.sum()), sequences=6)
+    for mode in ("token-mean", "seq-mean-token-mean", "seq-sum-norm"):
+        whole = aggregate(loss, mask, mode, norm, 4.0)
+        parts = aggregate(loss[:2], mask[:2], mode, norm, 4.0) + aggregate(
+            loss[2:], mask[2:], mode, norm, 4.0
+        )
+        assert parts.item() == pytest.approx(whole.item())
+
+
+def test_entropy_of_uniform_and_peaked() -> None:
+    logits = torch.tensor([[[0.0, 0.0, 0.0, 0.0], [100.0, 0.0, 0.0, 0.0]]])
+    assert entropy(logits)[0].tolist() == pytest.approx([math.log(4), 0.0], abs=1e-6)
+
+
+def test_kl_beta_zero_needs_no_reference() -> None:
+    logp = torch.zeros(1, 2, requires_grad=True)
+    mask = torch.ones(1, 2)
+    config = GRPOConfig(kl_beta=0.0)
+    loss, sums = grpo_loss(logp, logp.detach(), None, torch.ones(1), mask, config, Normalizer(2, 1))
+    assert "kl" not in sums and loss.item() == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="reference"):
+        grpo_loss(logp, logp.detach(), None, torch.ones(1), mask, GRPOConfig(), Normalizer(2, 1))
