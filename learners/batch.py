@@ -68,18 +68,15 @@ def micro_batch(
     )
 
 
-def split_for_ranks(
-    rows: Sequence[TrainRow], world_size: int, micro_size: int
-) -> list[list[TrainRow]]:
-    """Deal rows to ranks round-robin and pad each rank to the same number of micro-batches
-    (FSDP's collectives need every rank to run as many forward/backward passes) with masked
-    copies, which add nothing to the loss or the gradients."""
+def split_for_ranks(rows: Sequence[TrainRow], world_size: int) -> list[list[TrainRow]]:
+    """Deal rows to ranks round-robin, padding the shorter shards with masked copies: FSDP's
+    collectives need every rank to run as many forward/backward passes, and masked rows add
+    nothing to the loss or the gradients."""
     if not rows:
         raise ValueError("a training step needs at least one row")
     shards = [list(rows[r::world_size]) for r in range(world_size)]
     longest = max(len(s) for s in shards)
-    target = -(-longest // micro_size) * micro_size
     for shard in shards:
         filler = (shard or list(rows))[0].masked()
-        shard.extend([filler] * (target - len(shard)))
+        shard.extend([filler] * (longest - len(shard)))
     return shards

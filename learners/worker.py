@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -19,6 +21,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
 from learners.batch import MicroBatch, TrainRow, micro_batch
+from learners.checkpoint import export_hf, load_sharded, save_sharded
 from learners.config import LearnerConfig, OptimConfig
 from learners.grpo import Normalizer, entropy, grpo_loss, token_logprobs
 
@@ -26,11 +29,20 @@ logger = logging.getLogger(__name__)
 
 
 class LearnerWorker:
-    def __init__(self, config: LearnerConfig, rank: int, world_size: int, address: str) -> None:
-        """`address` is `host:port` of rank 0's rendezvous."""
+    """Construct on every rank, then `setup` each with rank 0's `rendezvous()` address."""
+
+    def __init__(self, config: LearnerConfig, rank: int, world_size: int) -> None:
+        self.config, self.rank, self.world_size = config, rank, world_size
+
+    def rendezvous(self) -> str:
+        """`host:port` on this node where rank 0 will accept the group (ask rank 0)."""
+        return f"{_node_ip()}:{_free_port()}"
+
+    def setup(self, address: str) -> int:
+        """Join the process group at `address` and load the sharded models."""
         from transformers import AutoProcessor
 
-        self.config, self.rank, self.world_size = config, rank, world_size
+        config, rank, world_size = self.config, self.rank, self.world_size
         on_gpu = torch.cuda.is_available()
         self.device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else None
         if not on_gpu:
@@ -63,9 +75,7 @@ class LearnerWorker:
         tokenizer = processor.tokenizer
         self.pad_token_id = int(tokenizer.pad_token_id or tokenizer.eos_token_id)
         self.step_count = 0
-
-    def ready(self) -> int:
-        return self.rank
+        return rank
 
     def step(self, rows: Sequence[TrainRow], norm: Normalizer) -> dict[str, float]:
         """One optimizer step on this rank's rows; `norm` counts the whole step's rows/tokens."""
@@ -116,10 +126,19 @@ class LearnerWorker:
         must call it: each parameter is gathered with a collective."""
         out = []
         for name, param in self.policy.named_parameters():
-            full = _full(param.detach()).float().cpu()
+            full = _full(param.detach()).float().cpu().clone()  # a snapshot, never a view
             if self.rank == 0:
                 out.append((name, full.numpy()))
         return out if self.rank == 0 else None
+
+    def save(self, path: str, extra: dict[str, Any]) -> None:
+        save_sharded(self, Path(path), extra)
+
+    def load(self, path: str) -> dict[str, Any]:
+        return load_sharded(self, Path(path))
+
+    def export_hf(self, out: str) -> None:
+        export_hf(self, Path(out))
 
     def shutdown(self) -> None:
         if dist.is_initialized():
@@ -223,6 +242,18 @@ def _load_sharded(config: LearnerConfig, mixed: bool, trainable: bool) -> Any:
     if not trainable:
         model.eval()
     return model
+
+
+def _node_ip() -> str:
+    import ray
+
+    return str(ray.util.get_node_ip_address())
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
 
 
 def _full(tensor: torch.Tensor) -> torch.Tensor:

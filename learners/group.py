@@ -1,0 +1,73 @@
+"""The learner group: K learner actors forming one torch.distributed group (FSDP2).
+
+The driver gives it a step's rows; the group computes the step's normalizer (sampled tokens and
+rows, so every rank's loss is its exact share), deals the rows to the ranks (padding with
+masked rows so every rank runs as many micro-batches), and runs the step on all ranks at
+once. Weights leave through `weights_ref`: rank 0's full weights stay in Ray's object store,
+and rollout workers fetch them from there (no copy through the driver).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from learners.batch import TrainRow, split_for_ranks
+from learners.grpo import Normalizer
+
+LearnerFactory = Callable[[int, int], Any]  # (rank, world_size) -> LearnerWorker actor handle
+
+
+class LearnerGroup:
+    def __init__(self, factory: LearnerFactory, world_size: int) -> None:
+        self.workers = [factory(rank, world_size) for rank in range(world_size)]
+        address = ray.get(self.workers[0].rendezvous.remote())
+        ray.get([w.setup.remote(address) for w in self.workers])
+
+    @property
+    def world_size(self) -> int:
+        return len(self.workers)
+
+    def step(self, rows: Sequence[TrainRow]) -> dict[str, float]:
+        """One optimizer step on all rows; the metrics are reduced over the ranks."""
+        norm = normalizer(rows)
+        shards = split_for_ranks(rows, self.world_size)
+        metrics = ray.get(
+            [w.step.remote(s, norm) for w, s in zip(self.workers, shards, strict=True)]
+        )
+        return dict(metrics[0])
+
+    def logprobs(self, rows: Sequence[TrainRow]) -> list[list[float]]:
+        """The policy's per-token logprobs of `rows`, in order."""
+        shards = split_for_ranks(rows, self.world_size)
+        parts = ray.get([w.logprobs.remote(s) for w, s in zip(self.workers, shards, strict=True)])
+        return [parts[i % self.world_size][i // self.world_size] for i in range(len(rows))]
+
+    def weights_ref(self) -> Any:
+        """ObjectRef of rank 0's full weights [(name, array)]; all ranks join the gathers."""
+        refs = [w.named_parameters.remote() for w in self.workers]
+        ray.get(refs[1:])
+        ray.wait(refs[:1])
+        return refs[0]
+
+    def save(self, path: Path, extra: dict[str, Any]) -> None:
+        ray.get([w.save.remote(str(path), extra) for w in self.workers])
+
+    def load(self, path: Path) -> dict[str, Any]:
+        return dict(ray.get([w.load.remote(str(path)) for w in self.workers])[0])
+
+    def export_hf(self, out: Path) -> None:
+        ray.get([w.export_hf.remote(str(out)) for w in self.workers])
+
+    def shutdown(self) -> None:
+        ray.get([w.shutdown.remote() for w in self.workers])
+        for w in self.workers:
+            ray.kill(w)
+
+
+def normalizer(rows: Sequence[TrainRow]) -> Normalizer:
+    """The whole step's sampled tokens and rows."""
+    return Normalizer(tokens=float(sum(sum(r.loss_mask) for r in rows)), sequences=float(len(rows)))

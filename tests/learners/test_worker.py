@@ -1,0 +1,144 @@
+"""One learner rank in this process (a group of one, gloo): the loss mask, logprobs against
+the transformers engine, the schedule, and an HF export that transformers loads back."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+from actors.chat_tokens import ChatTokens
+from actors.engine import EngineConfig
+from actors.episode import EpisodeConfig, EpisodeRunner
+from actors.hf_engine import HFEngine
+from core.prompts import PromptTemplates
+from core.synthetic import DEMO_COARSE_TOKENS, SyntheticConfig, generate
+from learners.batch import TrainRow
+from learners.config import LearnerConfig, OptimConfig
+from learners.group import normalizer
+from learners.worker import LearnerWorker, lr_factor
+
+TOLERANCE = 1e-3
+
+
+@pytest.fixture(scope="module")
+def worker(tiny_model_dir: Path) -> Iterator[LearnerWorker]:
+    config = LearnerConfig(
+        model=str(tiny_model_dir), micro_batch_size=2, optim=OptimConfig(lr=1e-3)
+    )
+    worker = LearnerWorker(config, rank=0, world_size=1)
+    worker.setup(worker.rendezvous())
+    yield worker
+    worker.shutdown()
+
+
+@pytest.fixture(scope="module")
+def rows(tiny_model_dir: Path) -> list[TrainRow]:
+    """Real two-stage episodes of the tiny policy from the transformers engine."""
+    engine = HFEngine(EngineConfig(backend="hf", model=str(tiny_model_dir)))
+    runner = EpisodeRunner(
+        ChatTokens(AutoTokenizer.from_pretrained(tiny_model_dir)),
+        PromptTemplates.load(),
+        EpisodeConfig(
+            coarse_max_tokens=DEMO_COARSE_TOKENS,
+            crop_max_tokens=DEMO_COARSE_TOKENS,
+            group_size=2,
+            max_new_tokens=12,
+        ),
+    )
+    trajectories = runner.run(engine, list(generate(SyntheticConfig(), num=2, seed=5)))
+    return [
+        TrainRow.from_trajectory(t, adv)
+        for t, adv in zip(trajectories, [1, -1, 0.5, -0.5], strict=True)
+    ]
+
+
+def test_learner_logprobs_match_the_engine(worker: LearnerWorker, rows: list[TrainRow]) -> None:
+    for row, logprobs in zip(rows, worker.logprobs(rows), strict=True):
+        sampled = [i for i, m in enumerate(row.loss_mask) if m]
+        assert sampled
+        worst = max(abs(logprobs[i] - row.logprobs[i]) for i in sampled)
+        assert worst < TOLERANCE
+
+
+def _loss_and_grads(worker: LearnerWorker, rows: list[TrainRow], norm) -> tuple[float, dict]:
+    worker.policy.zero_grad(set_to_none=True)
+    batch = worker._micro_batch(rows)
+    loss, *_ = worker._loss(batch, norm)
+    loss.backward()
+    grads = {n: p.grad.full_tensor().clone() for n, p in worker.policy.named_parameters()}
+    worker.policy.zero_grad(set_to_none=True)
+    return loss.item(), grads
+
+
+def test_masked_tokens_change_neither_loss_nor_gradients(
+    worker: LearnerWorker, rows: list[TrainRow]
+) -> None:
+    norm = normalizer(rows[:2])
+    loss, grads = _loss_and_grads(worker, rows[:2], norm)
+    assert loss != 0.0
+    # Garbage where the mask is 0: the old logprobs of prompt and image-placeholder tokens...
+    noisy = [
+        dataclasses.replace(
+            r, logprobs=[lp if m else 123.0 for lp, m in zip(r.logprobs, r.loss_mask, strict=True)]
+        )
+        for r in rows[:2]
+    ]
+    # ...a row with nothing sampled, and a masked token appended after the sampled ones.
+    tail = dataclasses.replace(
+        noisy[1],
+        token_ids=[*noisy[1].token_ids, 7],
+        loss_mask=[*noisy[1].loss_mask, 0],
+        logprobs=[*noisy[1].logprobs, -5.0],
+    )
+    changed = [noisy[0], tail, rows[2].masked()]
+    loss2, grads2 = _loss_and_grads(worker, changed, norm)
+    assert loss2 == pytest.approx(loss, abs=1e-7)
+    assert max((grads[n] - grads2[n]).abs().max().item() for n in grads) < 1e-7
+    # ...while a sampled token's advantage does change them.
+    flipped = [dataclasses.replace(rows[0], advantage=-rows[0].advantage), rows[1]]
+    loss3, _ = _loss_and_grads(worker, flipped, norm)
+    assert abs(loss3 - loss) > 1e-4
+
+
+def test_a_step_changes_the_weights_and_reports_metrics(
+    worker: LearnerWorker, rows: list[TrainRow]
+) -> None:
+    before = dict(worker.named_parameters() or [])
+    metrics = worker.step(rows, normalizer(rows))
+    after = dict(worker.named_parameters() or [])
+    assert max(abs(after[n] - before[n]).max() for n in before) > 0
+    assert metrics["learner/logprob_mismatch_max"] < TOLERANCE  # rollout weights = learner's
+    assert 0.0 <= metrics["learner/clip_fraction"] <= 1.0
+    assert metrics["learner/kl"] == pytest.approx(0.0, abs=1e-6)  # first step: policy = reference
+    assert metrics["learner/entropy"] > 0
+    assert metrics["learner/grad_norm"] > 0
+    assert worker.step_count == 1
+
+
+def test_export_is_a_plain_hf_checkpoint(
+    worker: LearnerWorker, rows: list[TrainRow], tmp_path: Path
+) -> None:
+    worker.export_hf(str(tmp_path / "hf"))
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "hf", dtype=torch.float32)
+    mine = dict(worker.named_parameters() or [])
+    theirs = dict(loaded.named_parameters())
+    assert set(mine) == set(theirs)
+    assert max(abs(mine[n] - theirs[n].detach().numpy()).max() for n in mine) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("schedule", "warmup", "factors"),
+    [
+        ("constant", 2, [0.5, 1.0, 1.0, 1.0]),
+        ("linear", 0, [1.0, 0.75, 0.5, 0.25]),
+        ("cosine", 0, [1.0, pytest.approx(0.853553, abs=1e-6), 0.5, pytest.approx(0.146447, abs=1e-6)]),
+    ],
+)
+def test_learning_rate_schedule(schedule: str, warmup: int, factors: list) -> None:
+    optim = OptimConfig(schedule=schedule, warmup_steps=warmup, total_steps=4)
+    assert [lr_factor(optim, step) for step in range(4)] == factors
