@@ -33,9 +33,13 @@ class RolloutPool(ActorPool):
 
     def update_weights(self, version: int, named: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Put the weights in the object store once; every worker (and later ones) loads them."""
-        self.weights = (version, ray.put([(n, _to_wire(t)) for n, t in named]))
-        refs = [s.handle.update_weights.remote(*self.weights) for s in self.slots.values()]
-        ray.get(refs)
+        self.publish_weights(version, ray.put([(n, _to_wire(t)) for n, t in named]))
+
+    def publish_weights(self, version: int, ref: Any) -> None:
+        """Serve the weights behind `ref` (an ObjectRef of [(name, array)], e.g. the learner
+        group's `weights_ref()`, already in the object store) from every worker, then return."""
+        self.weights = (version, ref)
+        ray.get([s.handle.update_weights.remote(version, ref) for s in self.slots.values()])
 
     def run(self, samples: list[Sample], group_size: int) -> list[Trajectory]:
         """Trajectories for every sample (`group_size` each), in sample order."""

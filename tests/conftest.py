@@ -43,6 +43,32 @@ def scripted_trajectories() -> list:  # type: ignore[type-arg]
     return scripted_trajectories(generate(SyntheticConfig(), num=3, seed=3), DEMO_COARSE_TOKENS)
 
 
+@pytest.fixture(scope="session")
+def episode_trajectories(tiny_model_dir: Path) -> list:  # type: ignore[type-arg]
+    """Real two-stage episodes of the tiny policy (transformers engine): 2 samples x G=2."""
+    from transformers import AutoTokenizer
+
+    from actors.chat_tokens import ChatTokens
+    from actors.engine import EngineConfig
+    from actors.episode import EpisodeConfig, EpisodeRunner
+    from actors.hf_engine import HFEngine
+    from core.prompts import PromptTemplates
+    from core.synthetic import DEMO_COARSE_TOKENS, SyntheticConfig, generate
+
+    engine = HFEngine(EngineConfig(backend="hf", model=str(tiny_model_dir)))
+    runner = EpisodeRunner(
+        ChatTokens(AutoTokenizer.from_pretrained(tiny_model_dir)),
+        PromptTemplates.load(),
+        EpisodeConfig(
+            coarse_max_tokens=DEMO_COARSE_TOKENS,
+            crop_max_tokens=DEMO_COARSE_TOKENS,
+            group_size=2,
+            max_new_tokens=12,
+        ),
+    )
+    return runner.run(engine, list(generate(SyntheticConfig(), num=2, seed=5)))
+
+
 # CI explores the same examples every run; locally hypothesis keeps searching for new ones.
 settings.register_profile("ci", derandomize=True, deadline=None)
 if os.environ.get("CI"):

@@ -9,14 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForImageTextToText, AutoTokenizer
+from transformers import AutoModelForImageTextToText
 
-from actors.chat_tokens import ChatTokens
-from actors.engine import EngineConfig
-from actors.episode import EpisodeConfig, EpisodeRunner
-from actors.hf_engine import HFEngine
-from core.prompts import PromptTemplates
-from core.synthetic import DEMO_COARSE_TOKENS, SyntheticConfig, generate
+from core.trajectory import Trajectory
 from learners.batch import TrainRow
 from learners.config import LearnerConfig, OptimConfig
 from learners.group import normalizer
@@ -37,23 +32,11 @@ def worker(tiny_model_dir: Path) -> Iterator[LearnerWorker]:
 
 
 @pytest.fixture(scope="module")
-def rows(tiny_model_dir: Path) -> list[TrainRow]:
-    """Real two-stage episodes of the tiny policy from the transformers engine."""
-    engine = HFEngine(EngineConfig(backend="hf", model=str(tiny_model_dir)))
-    runner = EpisodeRunner(
-        ChatTokens(AutoTokenizer.from_pretrained(tiny_model_dir)),
-        PromptTemplates.load(),
-        EpisodeConfig(
-            coarse_max_tokens=DEMO_COARSE_TOKENS,
-            crop_max_tokens=DEMO_COARSE_TOKENS,
-            group_size=2,
-            max_new_tokens=12,
-        ),
-    )
-    trajectories = runner.run(engine, list(generate(SyntheticConfig(), num=2, seed=5)))
+def rows(episode_trajectories: list[Trajectory]) -> list[TrainRow]:
+    advantages = [1.0, -1.0, 0.5, -0.5]
     return [
-        TrainRow.from_trajectory(t, adv)
-        for t, adv in zip(trajectories, [1, -1, 0.5, -0.5], strict=True)
+        TrainRow.from_trajectory(t, a)
+        for t, a in zip(episode_trajectories, advantages, strict=True)
     ]
 
 
@@ -136,7 +119,11 @@ def test_export_is_a_plain_hf_checkpoint(
     [
         ("constant", 2, [0.5, 1.0, 1.0, 1.0]),
         ("linear", 0, [1.0, 0.75, 0.5, 0.25]),
-        ("cosine", 0, [1.0, pytest.approx(0.853553, abs=1e-6), 0.5, pytest.approx(0.146447, abs=1e-6)]),
+        (
+            "cosine",
+            0,
+            [1.0, pytest.approx(0.853553, abs=1e-6), 0.5, pytest.approx(0.146447, abs=1e-6)],
+        ),
     ],
 )
 def test_learning_rate_schedule(schedule: str, warmup: int, factors: list) -> None:
