@@ -33,12 +33,13 @@ class VLLMEngine:
     def __init__(self, config: EngineConfig) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.kv_cache_gib))
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", config.cpu_omp_bind)
-        if config.engine_process is not None:
-            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = str(int(config.engine_process))
-        else:
-            os.environ.setdefault(
-                "VLLM_ENABLE_V1_MULTIPROCESSING", str(int(torch.cuda.is_available()))
-            )
+        separate = config.engine_process
+        if separate is None:
+            separate = torch.cuda.is_available()
+        import vllm.envs
+
+        vllm.envs.disable_envs_cache()  # vLLM caches env reads after an engine starts
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = str(int(separate))
         from vllm import LLM
 
         self.config = config
@@ -56,6 +57,8 @@ class VLLMEngine:
             seed=config.seed,
             worker_extension_cls="actors.vllm_weights.WeightReceiver",
         )
+        # Where the engine core actually runs decides how weights travel to it.
+        self.in_process = type(self.llm.llm_engine.engine_core).__name__ == "InprocClient"
         hf_config = self.llm.llm_engine.model_config.hf_config
         self.tied_embeddings = bool(getattr(hf_config, "tie_word_embeddings", False))
 
@@ -88,6 +91,9 @@ class VLLMEngine:
         """Load new weights bucket by bucket, then drop every cache the old weights made."""
         skip = frozenset({"lm_head.weight"}) if self.tied_embeddings else frozenset()
         for bucket in buckets(named_tensors, self.config.weight_bucket_mb << 20, skip):
+            if self.in_process:  # the engine core is here: hand the tensors over, no copy
+                self.llm.collective_rpc("load_weights", args=(bucket,))
+                continue
             path = write_bucket(bucket)
             del bucket
             try:

@@ -57,26 +57,39 @@ def write_bucket(bucket: dict[str, torch.Tensor]) -> Path:
 
 class WeightReceiver:
     """Mixed into vLLM's worker class (`worker_extension_cls`); called by name with
-    `collective_rpc`, so nothing is pickled but a path."""
+    `collective_rpc`. Across processes only a file path travels (`load_weights_file`); with the
+    engine core in this process the tensors are handed over as they are (`load_weights`)."""
 
     model_runner: object  # provided by the vLLM worker this class is mixed into
 
     def load_weights_file(self, path: str) -> int:
         """Load the tensors of one safetensors file in place; returns how many were loaded."""
-        names: list[str] = []
 
         def weights() -> Iterator[tuple[str, torch.Tensor]]:
             with safe_open(path, framework="pt") as f:
                 for name in f.keys():  # noqa: SIM118 (safe_open is not a dict)
-                    names.append(name)
                     yield name, f.get_tensor(name)
+
+        return self._reload(weights())
+
+    def load_weights(self, bucket: dict[str, torch.Tensor]) -> int:
+        """Load one bucket of tensors in place (same process only: no copy on the way)."""
+        return self._reload(iter(bucket.items()))
+
+    def _reload(self, weights: Iterator[tuple[str, torch.Tensor]]) -> int:
+        names: list[str] = []
+
+        def counted() -> Iterator[tuple[str, torch.Tensor]]:
+            for name, tensor in weights:
+                names.append(name)
+                yield name, tensor
 
         # Each bucket holds some blocks only; vLLM warns once per block left out. Expected here.
         logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(
             logging.ERROR
         )
         runner = self.model_runner
-        runner.reload_weights(weights_iterator=weights())  # type: ignore[attr-defined]
+        runner.reload_weights(weights_iterator=counted())  # type: ignore[attr-defined]
         _refresh_tied_head(runner.get_model())  # type: ignore[attr-defined]
         return len(names)
 

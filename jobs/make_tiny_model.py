@@ -126,15 +126,21 @@ def build_tokenizer() -> Qwen2Tokenizer:
     )
 
 
-def build_config(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLConfig:
-    """A 600k-parameter Qwen2.5-VL: text hidden 128 (2 heads of 64), vision depth 2."""
+def build_config(
+    tokenizer: Qwen2Tokenizer, hidden_size: int = 128, num_layers: int = 2
+) -> Qwen2_5_VLConfig:
+    """A Qwen2.5-VL with heads of 64 and a 2-block vision tower. The default (text hidden 128,
+    2 layers) has 600k parameters; larger sizes serve benchmarks (512 x 4: 9M; 1024 x 12:
+    103M)."""
+    if hidden_size % 64:
+        raise ValueError(f"hidden_size {hidden_size} must be a multiple of 64 (the head size)")
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     text = {
         "vocab_size": len(tokenizer),
-        "hidden_size": 128,
-        "intermediate_size": 256,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": hidden_size // 64,
         "num_key_value_heads": 1,
         "max_position_embeddings": 4096,
         "rope_parameters": {
@@ -151,7 +157,7 @@ def build_config(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLConfig:
         "hidden_size": 64,
         "intermediate_size": 128,
         "num_heads": 2,
-        "out_hidden_size": 128,
+        "out_hidden_size": hidden_size,
         "fullatt_block_indexes": [1],
         "window_size": 112,
     }
@@ -180,13 +186,15 @@ def build_processor(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLProcessor:
     )
 
 
-def make_tiny_model(out: str | Path, seed: int = 0) -> Path:
-    """Write the tiny checkpoint, processor and tokenizer into `out`; returns the path."""
+def make_tiny_model(
+    out: str | Path, seed: int = 0, hidden_size: int = 128, num_layers: int = 2
+) -> Path:
+    """Write the checkpoint, processor and tokenizer into `out`; returns the path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE
-    config = build_config(tokenizer)
+    config = build_config(tokenizer, hidden_size, num_layers)
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32).eval()
     model.generation_config = GenerationConfig(
@@ -204,9 +212,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
+    parser.add_argument("--hidden-size", type=int, default=128, help="text hidden size")
+    parser.add_argument("--layers", type=int, default=2, help="text decoder layers")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    path = make_tiny_model(args.out, args.seed)
+    path = make_tiny_model(args.out, args.seed, args.hidden_size, args.layers)
     print(path)
 
 

@@ -82,9 +82,29 @@ def test_sampled_logprobs_match_a_transformers_forward_pass(
     assert _max_diff(completion.logprobs, tail) < TOLERANCE
 
 
+@pytest.fixture(scope="module")
+def separate_engine(engine: VLLMEngine, tiny_model_dir: Path) -> Iterator[VLLMEngine]:
+    """An engine whose core runs in its own process (the GPU default): weights go by file."""
+    other = VLLMEngine(
+        EngineConfig(
+            model=str(tiny_model_dir), max_model_len=2048, weight_bucket_mb=1, engine_process=True
+        )
+    )
+    yield other
+    other.shutdown()
+
+
+@pytest.mark.parametrize("where", ["in_process", "separate"])
 def test_weight_update_is_served(
-    engine: VLLMEngine, reference: HFEngine, two_turn_prompt: TokenPrompt, tiny_model_dir: Path
+    where: str,
+    request: pytest.FixtureRequest,
+    reference: HFEngine,
+    two_turn_prompt: TokenPrompt,
+    tiny_model_dir: Path,
 ) -> None:
+    engine = request.getfixturevalue("engine" if where == "in_process" else "separate_engine")
+    assert engine.in_process == (where == "in_process")
+    reference.update_weights(0, load_file(tiny_model_dir / "model.safetensors").items())
     original = load_file(tiny_model_dir / "model.safetensors")
     [before] = engine.score([two_turn_prompt])
     assert _max_diff(before.logprobs, reference.score([two_turn_prompt])[0].logprobs) < TOLERANCE
