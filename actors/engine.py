@@ -39,6 +39,8 @@ class EngineConfig(BaseModel):
     """vLLM: longest sequence (both turns with both images)."""
     max_images_per_prompt: int = Field(2, ge=1)
     """vLLM: images one prompt may hold (coarse view + crop)."""
+    tensor_parallel_size: int = Field(1, ge=1)
+    """vLLM: GPUs one engine spans (a 72B verifier needs several); give its actor as many."""
     max_num_seqs: int = Field(64, ge=1)
     """vLLM: sequences scheduled together."""
     enable_prefix_caching: bool = True

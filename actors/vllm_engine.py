@@ -50,6 +50,7 @@ class VLLMEngine:
             dtype=config.dtype,  # type: ignore[arg-type]
             max_model_len=config.max_model_len,
             max_num_seqs=config.max_num_seqs,
+            tensor_parallel_size=config.tensor_parallel_size,
             limit_mm_per_prompt={"image": config.max_images_per_prompt, "video": 0},
             gpu_memory_utilization=_memory_utilization(config.memory_utilization),
             enable_prefix_caching=config.enable_prefix_caching,

@@ -1,8 +1,10 @@
-"""New policy weights into a running vLLM engine, bucket by bucket, through shared memory.
+"""New policy weights into a running vLLM engine, bucket by bucket.
 
-The sender writes each bucket as a safetensors file in shared memory (`/dev/shm`, the CPU
-analogue of CUDA IPC) and asks every engine worker to load it in place; the file is removed
-before the next bucket is written, so extra memory stays at one bucket. Buckets never split a
+When the engine core runs in this process (the CPU default) each bucket's tensors are handed
+to the loader as they are. Otherwise the sender writes each bucket as a safetensors file in
+shared memory (`/dev/shm`, the CPU analogue of CUDA IPC) and asks every engine worker to load
+it in place; the file is removed before the next bucket is written, so extra memory stays at
+one bucket. Buckets never split a
 transformer block (see `core.weight_names.module_of`): vLLM fuses projections inside a block and
 processes a block once all of its weights have arrived.
 """

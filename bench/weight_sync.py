@@ -41,8 +41,9 @@ def copy_seconds(num_bytes: int) -> float:
     return best
 
 
-def sync_seconds(model: Path, workers: int, backend: str) -> tuple[float, int]:
-    """Seconds of one learner -> workers sync (after a warm-up), and the model's bytes."""
+def sync_seconds(model: Path, workers: int, backend: str) -> tuple[float, float, int]:
+    """Seconds of one learner -> workers sync (after a warm-up), of its export part (gather into
+    the object store), and the model's bytes."""
     group = make_learner_group(LearnerConfig(model=str(model)), 1, WorkerResources(num_cpus=0.25))
     pool = make_rollout_pool(
         RolloutConfig(
@@ -60,11 +61,13 @@ def sync_seconds(model: Path, workers: int, backend: str) -> tuple[float, int]:
     pool.publish_weights(1, ref)  # warm-up
     del ref
     start = time.perf_counter()
-    pool.publish_weights(2, group.weights_ref())
+    ref = group.weights_ref()
+    exported = time.perf_counter() - start
+    pool.publish_weights(2, ref)
     seconds = time.perf_counter() - start
     pool.shutdown()
     group.shutdown()
-    return seconds, num_bytes
+    return seconds, exported, num_bytes
 
 
 def main() -> None:
@@ -79,17 +82,20 @@ def main() -> None:
         for size in args.sizes.split(","):
             hidden, layers = (int(v) for v in size.split("x"))
             model = make_tiny_model(Path(folder) / size, 0, hidden, layers)
-            seconds, num_bytes = sync_seconds(model, args.workers, args.backend)
-            rows.append((num_bytes, seconds, copy_seconds(num_bytes)))
+            seconds, exported, num_bytes = sync_seconds(model, args.workers, args.backend)
+            rows.append((num_bytes, seconds, exported, copy_seconds(num_bytes)))
             (model / "model.safetensors").unlink()
     ray.shutdown()
     print(f"learner -> {args.workers} {args.backend} rollout worker(s), fp32 weights")
-    print(f"{'parameters':>11} {'MB':>7} {'sync s':>8} {'GB/s':>6} {'copy GB/s':>9} {'ratio':>6}")
-    for num_bytes, seconds, copy_s in rows:
+    print(
+        f"{'parameters':>11} {'MB':>7} {'sync s':>8} {'export s':>8} {'GB/s':>6} "
+        f"{'copy GB/s':>9} {'ratio':>6}"
+    )
+    for num_bytes, seconds, exported, copy_s in rows:
         sync_gbps = num_bytes * args.workers / seconds / 1e9
         copy_gbps = num_bytes / copy_s / 1e9
         print(
-            f"{num_bytes // 4 / 1e6:10.1f}M {num_bytes / 1e6:7.1f} {seconds:8.3f} "
+            f"{num_bytes // 4 / 1e6:10.1f}M {num_bytes / 1e6:7.1f} {seconds:8.3f} {exported:8.3f} "
             f"{sync_gbps:6.2f} {copy_gbps:9.2f} {copy_gbps / sync_gbps:5.1f}x"
         )
 

@@ -69,6 +69,18 @@ def episode_trajectories(tiny_model_dir: Path) -> list:  # type: ignore[type-arg
     return runner.run(engine, list(generate(SyntheticConfig(), num=2, seed=5)))
 
 
+@pytest.fixture(scope="session")
+def train_rows(episode_trajectories: list) -> list:  # type: ignore[type-arg]
+    """The episodes as learner rows, with advantages of both signs."""
+    from learners.batch import TrainRow
+
+    advantages = [1.0, -1.0, 0.5, -0.5]
+    return [
+        TrainRow.from_trajectory(t, a)
+        for t, a in zip(episode_trajectories, advantages, strict=True)
+    ]
+
+
 # CI explores the same examples every run; locally hypothesis keeps searching for new ones.
 settings.register_profile("ci", derandomize=True, deadline=None)
 if os.environ.get("CI"):

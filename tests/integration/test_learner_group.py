@@ -34,12 +34,8 @@ def config(tiny_model_dir: Path) -> LearnerConfig:
 
 
 @pytest.fixture(scope="module")
-def rows(episode_trajectories: list[Trajectory]) -> list[TrainRow]:
-    advantages = [1.0, -1.0, 0.5, -0.5]
-    return [
-        TrainRow.from_trajectory(t, a)
-        for t, a in zip(episode_trajectories, advantages, strict=True)
-    ]
+def rows(train_rows: list[TrainRow]) -> list[TrainRow]:
+    return train_rows
 
 
 def weights(group: LearnerGroup) -> dict[str, np.ndarray]:

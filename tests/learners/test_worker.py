@@ -11,7 +11,6 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText
 
-from core.trajectory import Trajectory
 from learners.batch import TrainRow
 from learners.config import LearnerConfig, OptimConfig
 from learners.group import normalizer
@@ -32,12 +31,8 @@ def worker(tiny_model_dir: Path) -> Iterator[LearnerWorker]:
 
 
 @pytest.fixture(scope="module")
-def rows(episode_trajectories: list[Trajectory]) -> list[TrainRow]:
-    advantages = [1.0, -1.0, 0.5, -0.5]
-    return [
-        TrainRow.from_trajectory(t, a)
-        for t, a in zip(episode_trajectories, advantages, strict=True)
-    ]
+def rows(train_rows: list[TrainRow]) -> list[TrainRow]:
+    return train_rows
 
 
 def test_learner_logprobs_match_the_engine(worker: LearnerWorker, rows: list[TrainRow]) -> None:

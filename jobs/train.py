@@ -1,0 +1,263 @@
+"""Train a coarse-to-fine policy with GRPO: the single-controller driver loop.
+
+    python -m jobs.train --config configs/demo.toml [--resume] [--address auto] [--a.b value ...]
+
+Each step reads top to bottom: take a batch of samples, roll out G two-stage trajectories per
+sample (rollout pool), score them (reward pool), compute group advantages and update the policy
+(learner group), send the new weights to every rollout worker, log to MLflow, and every K steps
+validate, log sample trajectories and checkpoint. `--resume` continues the latest checkpoint in
+the same MLflow run. Under `ray job submit` it joins the cluster; otherwise it starts a local Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+from tqdm import tqdm
+
+from core.dataset import iter_samples
+from core.sample import Sample
+from core.synthetic import generate
+from core.trajectory import Trajectory
+from jobs.config import ConfigError, TrainConfig, flatten, load_config
+from jobs.learner import make_learner_group
+from jobs.reporting import plot_curves, rollout_metrics, write_samples
+from jobs.rewards import make_reward_pool, make_verifiers
+from jobs.rollout import make_rollout_pool
+from jobs.tracking import MLflowTracker
+from learners.batch import TrainRow
+from learners.grpo import group_advantages
+from rewards.registry import RewardResult, reward_metrics
+
+logger = logging.getLogger(__name__)
+CURVES = ("reward/total", "reward/accuracy", "reward/region", "reward/box", "val/accuracy")
+
+
+class Trainer:
+    """Owns the three actor groups and runs the loop."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path) -> None:
+        self.config, self.run_dir = config, run_dir
+        self.train_samples, self.val_samples = load_data(config)
+        self.rollout = make_rollout_pool(config.rollout)
+        self.rewards = make_reward_pool(config.rewards, make_verifiers(config.rewards))
+        group = config.learner
+        self.learner = make_learner_group(group.learner, group.world_size, group.resources)
+        self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
+
+    def fit(self, resume: bool) -> str:
+        """Run every remaining step; returns the MLflow run id."""
+        cfg = self.config.train
+        step, cursor, run_id = 0, 0, None
+        if resume:
+            step, cursor, run_id = self._resume()
+        tracker = self._tracker(run_id)
+        self.rollout.wait_ready()
+        self.rewards.wait_ready()
+        bar = tqdm(range(step + 1, cfg.steps + 1), initial=step, total=cfg.steps, desc="train")
+        try:
+            for step in bar:
+                batch, cursor = next_batch(
+                    self.train_samples, cursor, cfg.prompts_per_step, cfg.seed
+                )
+                metrics = self.step(batch, step)
+                if step % cfg.val_every == 0 or step == cfg.steps:
+                    metrics.update(self.validate())
+                self._log(tracker, metrics, step)
+                bar.set_postfix(_postfix(metrics))
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    self._checkpoint(step, cursor, tracker.run_id)
+            self._finish(tracker)
+        except BaseException:
+            tracker.end("KILLED")
+            raise
+        return tracker.run_id
+
+    def step(self, batch: list[Sample], step: int) -> dict[str, float]:
+        group_size = self.config.episode.group_size
+        timer = _Timer()
+        trajectories = self.rollout.run(batch, group_size)
+        timer.lap("rollout")
+        results = self.rewards.score(trajectories)
+        timer.lap("reward")
+        rows = training_rows(trajectories, results, group_size, self.config)
+        learned = self.learner.step(rows) if rows else {}
+        timer.lap("learn")
+        self.rollout.publish_weights(step, self.learner.weights_ref())
+        timer.lap("sync")
+        if step % self.config.train.samples_every == 0:
+            self._samples = (trajectories, results)
+        return {
+            **rollout_metrics(trajectories, timer.times["time/rollout"]),
+            **reward_metrics(results),
+            **learned,
+            **self.rollout.metrics,
+            **self.rewards.metrics,
+            "train/trained_rows": float(len(rows)),
+            **timer.times,
+        }
+
+    def validate(self) -> dict[str, float]:
+        """Accuracy, region score and vision tokens on the held-out split (G samples each)."""
+        if not self.val_samples:
+            return {}
+        trajectories = self.rollout.run(self.val_samples, self.config.episode.group_size)
+        scored = reward_metrics(self.rewards.score(trajectories))
+        stats = rollout_metrics(trajectories, 1.0)
+        return {
+            "val/accuracy": scored.get("reward/accuracy", 0.0),
+            "val/region": scored.get("reward/region", 0.0),
+            "val/reward": scored["reward/total"],
+            "val/vision_tokens": stats["rollout/vision_tokens_total"],
+            "val/fallback_rate": stats["rollout/fallback_rate"],
+        }
+
+    def shutdown(self) -> None:
+        self.rollout.shutdown()
+        self.rewards.shutdown()
+        self.learner.shutdown()
+
+    def _tracker(self, run_id: str | None) -> MLflowTracker:
+        cfg = self.config.tracking
+        uri = cfg.tracking_uri or f"sqlite:///{self.run_dir / 'mlflow.db'}"
+        tracker = MLflowTracker(
+            uri, cfg.experiment, self.run_dir / "mlartifacts", run_id, cfg.run_name
+        )
+        if run_id is None:
+            tracker.log_params(flatten(self.config))
+            tracker.log_artifact(self.run_dir / "config.json", "config")
+        return tracker
+
+    def _log(self, tracker: MLflowTracker, metrics: dict[str, float], step: int) -> None:
+        tracker.log_metrics(metrics, step)
+        for name in CURVES:
+            if name in metrics:
+                self.history[name].append((step, metrics[name]))
+        samples = getattr(self, "_samples", None)
+        if samples is not None:
+            folder = write_samples(self.run_dir / "samples" / f"step-{step:06d}", *samples, 8)
+            tracker.log_artifact(folder, f"samples/step-{step:06d}")
+            self._samples = None
+
+    def _checkpoint(self, step: int, cursor: int, run_id: str) -> None:
+        path = self.run_dir / "checkpoints" / f"step-{step:06d}"
+        self.learner.save(path, {"step": step, "cursor": cursor, "run_id": run_id})
+        latest = self.run_dir / "checkpoints" / "latest.json"
+        tmp = latest.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"path": str(path), "step": step}))
+        tmp.replace(latest)  # atomic: a kill leaves the previous pointer intact
+
+    def _resume(self) -> tuple[int, int, str | None]:
+        latest = self.run_dir / "checkpoints" / "latest.json"
+        if not latest.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint in {latest.parent}")
+        extra = self.learner.load(Path(json.loads(latest.read_text())["path"]))
+        step = int(extra["step"])
+        self.rollout.publish_weights(step, self.learner.weights_ref())
+        logger.info("resumed at step %d (data cursor %d)", step, extra["cursor"])
+        return step, int(extra["cursor"]), extra.get("run_id")
+
+    def _finish(self, tracker: MLflowTracker) -> None:
+        final = self.run_dir / "final"
+        self.learner.export_hf(final)
+        tracker.log_artifact(final, "final")
+        curves = plot_curves(dict(self.history), self.run_dir / "reward_curves.png")
+        tracker.log_artifact(curves, "plots")
+        tracker.end("FINISHED")
+
+
+def training_rows(
+    trajectories: Sequence[Trajectory],
+    results: Sequence[RewardResult],
+    group_size: int,
+    config: TrainConfig,
+) -> list[TrainRow]:
+    """GRPO advantages per group (failed rollouts count as reward 0 in their group, then are
+    left out: they have no tokens to train on)."""
+    grpo = config.learner.learner.grpo
+    rewards = torch.tensor([r.total for r in results], dtype=torch.float64)
+    groups = torch.arange(len(trajectories)) // group_size
+    advantages = group_advantages(rewards, groups, grpo.normalize_std, grpo.std_eps)
+    return [
+        TrainRow.from_trajectory(t, float(a))
+        for t, a in zip(trajectories, advantages, strict=True)
+        if t.failure is None and t.token_ids
+    ]
+
+
+def next_batch(
+    samples: Sequence[Sample], cursor: int, size: int, seed: int
+) -> tuple[list[Sample], int]:
+    """`size` samples from `cursor` in a seeded shuffle per epoch; returns the new cursor."""
+    n = len(samples)
+    batch = []
+    for position in range(cursor, cursor + size):
+        order = np.random.default_rng([seed, position // n]).permutation(n)
+        batch.append(samples[int(order[position % n])])
+    return batch, cursor + size
+
+
+def load_data(config: TrainConfig) -> tuple[list[Sample], list[Sample]]:
+    data = config.data
+    if data.source == "parquet":
+        assert data.train_path is not None
+        val = list(iter_samples(data.val_path)) if data.val_path else []
+        return list(iter_samples(data.train_path)), val
+    train = list(generate(data.synthetic, num=data.num_train, seed=data.seed))
+    val = list(generate(data.synthetic, num=data.num_val, seed=data.seed + 1_000_003))
+    return train, val
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.times: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.times[f"time/{name}"] = now - self.last
+        self.times["time/step"] = now - self.start
+        self.last = now
+
+
+def _postfix(metrics: dict[str, float]) -> dict[str, str]:
+    keys = ("reward/total", "time/rollout", "time/reward", "time/learn", "time/sync")
+    return {k.split("/")[1]: f"{metrics[k]:.2f}" for k in keys if k in metrics}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/demo.toml")
+    parser.add_argument("--resume", action="store_true", help="continue the latest checkpoint")
+    parser.add_argument("--address", default=None, help="Ray address (default: auto or local)")
+    args, overrides = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as exc:  # before Ray or any actor starts
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    run_dir = Path(config.train.run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
+    ray.init(address=args.address)
+    trainer = Trainer(config, run_dir)
+    try:
+        run_id = trainer.fit(args.resume)
+    finally:
+        trainer.shutdown()
+    print(f"finished: MLflow run {run_id}, final weights in {run_dir / 'final'}")
+
+
+if __name__ == "__main__":
+    main()
