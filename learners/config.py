@@ -39,8 +39,10 @@ class LearnerConfig(BaseModel):
 
     model: str
     """The policy's initial weights (an HF folder); the frozen reference loads the same."""
+    objective: Literal["grpo", "sft"] = "grpo"
+    """GRPO on rollouts, or supervised fine-tuning (mean NLL of the masked tokens: a warm start)."""
     grpo: GRPOConfig = GRPOConfig()
-    """The objective."""
+    """GRPO's settings."""
     optim: OptimConfig = OptimConfig()
     """Optimizer and schedule."""
     micro_batch_size: int = Field(4, ge=1)

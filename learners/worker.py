@@ -23,7 +23,7 @@ from torch.distributed.tensor import DTensor
 from learners.batch import MicroBatch, TrainRow, micro_batch
 from learners.checkpoint import export_hf, load_sharded, save_sharded
 from learners.config import LearnerConfig, OptimConfig
-from learners.grpo import Normalizer, entropy, grpo_loss, token_logprobs
+from learners.grpo import Normalizer, aggregate, entropy, grpo_loss, token_logprobs
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class LearnerWorker:
         mixed = on_gpu if config.mixed_precision is None else config.mixed_precision
         self.policy = _load_sharded(config, mixed, trainable=True)
         self.reference = None
-        if config.grpo.kl_beta > 0:
+        if config.grpo.kl_beta > 0 and config.objective == "grpo":
             self.reference = _load_sharded(config, mixed, trainable=False)
         self.optimizer = torch.optim.AdamW(
             self.policy.parameters(),
@@ -165,6 +165,9 @@ class LearnerWorker:
         self, batch: MicroBatch, norm: Normalizer
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         logprobs_BT, logits_BTV = self._forward_logprobs(self.policy, batch)
+        if self.config.objective == "sft":  # imitation: the mean NLL of the masked tokens
+            loss = aggregate(-logprobs_BT, batch.mask_BT, "token-mean", norm)
+            return loss, {}, logprobs_BT.detach(), logits_BTV.detach()
         ref_BT = None
         if self.reference is not None:
             with torch.no_grad():
