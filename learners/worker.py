@@ -93,7 +93,7 @@ class LearnerWorker:
                 mismatch[0] += diff_BT.sum()
                 mismatch[1] = torch.maximum(mismatch[1], diff_BT.max())
                 sums["entropy"] += float((entropy(logits_BTV) * batch.mask_BT).sum())
-            sums["loss"] += float(loss)
+            sums["loss"] += float(loss.detach())
             for name, value in parts.items():
                 sums[name] += float(value)
             del logits_BTV
