@@ -45,6 +45,9 @@ class VLLMEngine:
         self.config = config
         self.weight_version = 0
         set_cpu_threads(config)
+        # vLLM's CPU worker replaces torch.set_num_threads with a stub that warns on every call
+        # (ours ran before); in-process, other libraries' calls would flood the log.
+        logging.getLogger("vllm.v1.worker.cpu_worker").setLevel(logging.ERROR)
         self.llm = LLM(
             model=config.model,
             dtype=config.dtype,  # type: ignore[arg-type]
@@ -58,9 +61,6 @@ class VLLMEngine:
             seed=config.seed,
             worker_extension_cls="actors.vllm_weights.WeightReceiver",
         )
-        # vLLM's CPU worker replaces torch.set_num_threads with a stub that warns on every call
-        # (ours ran before); in-process, other libraries' calls would flood the log.
-        logging.getLogger("vllm.v1.worker.cpu_worker").setLevel(logging.ERROR)
         # Where the engine core actually runs decides how weights travel to it.
         self.in_process = type(self.llm.llm_engine.engine_core).__name__ == "InprocClient"
         hf_config = self.llm.llm_engine.model_config.hf_config
