@@ -70,10 +70,12 @@ class Trainer:
                 batch, cursor = next_batch(
                     self.train_samples, cursor, cfg.prompts_per_step, cfg.seed
                 )
-                metrics = self.step(batch, step)
+                metrics, trajectories, results = self.step(batch, step)
                 if step % cfg.val_every == 0 or step == cfg.steps:
                     metrics.update(self.validate())
                 self._log(tracker, metrics, step)
+                if step % cfg.samples_every == 0:
+                    self._log_samples(tracker, step, trajectories, results)
                 bar.set_postfix(_postfix(metrics))
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                     self._checkpoint(step, cursor, tracker.run_id)
@@ -83,7 +85,10 @@ class Trainer:
             raise
         return tracker.run_id
 
-    def step(self, batch: list[Sample], step: int) -> dict[str, float]:
+    def step(
+        self, batch: list[Sample], step: int
+    ) -> tuple[dict[str, float], list[Trajectory], list[RewardResult]]:
+        """One GRPO step; returns its metrics, trajectories and their scores."""
         group_size = self.config.episode.group_size
         timer = _Timer()
         trajectories = self.rollout.run(batch, group_size)
@@ -95,9 +100,7 @@ class Trainer:
         timer.lap("learn")
         self.rollout.publish_weights(step, self.learner.weights_ref())
         timer.lap("sync")
-        if step % self.config.train.samples_every == 0:
-            self._samples = (trajectories, results)
-        return {
+        metrics = {
             **rollout_metrics(trajectories, timer.times["time/rollout"]),
             **reward_metrics(results),
             **learned,
@@ -106,6 +109,7 @@ class Trainer:
             "train/trained_rows": float(len(rows)),
             **timer.times,
         }
+        return metrics, trajectories, results
 
     def validate(self) -> dict[str, float]:
         """Accuracy, region score and vision tokens on the held-out split (G samples each)."""
@@ -143,11 +147,17 @@ class Trainer:
         for name in CURVES:
             if name in metrics:
                 self.history[name].append((step, metrics[name]))
-        samples = getattr(self, "_samples", None)
-        if samples is not None:
-            folder = write_samples(self.run_dir / "samples" / f"step-{step:06d}", *samples, 8)
-            tracker.log_artifact(folder, f"samples/step-{step:06d}")
-            self._samples = None
+
+    def _log_samples(
+        self,
+        tracker: MLflowTracker,
+        step: int,
+        trajectories: list[Trajectory],
+        results: list[RewardResult],
+    ) -> None:
+        name = f"samples/step-{step:06d}"
+        folder = write_samples(self.run_dir / name, trajectories, results, count=8)
+        tracker.log_artifact(folder, name)
 
     def _checkpoint(self, step: int, cursor: int, run_id: str) -> None:
         path = self.run_dir / "checkpoints" / f"step-{step:06d}"
