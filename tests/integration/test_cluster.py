@@ -18,11 +18,13 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from ray.job_submission import JobStatus, JobSubmissionClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).parents[2]
 BIN = Path(sys.executable).parent
+# Ray 2.60 clusters require a token (written to ~/.ray/auth_token by `ray start`); clients and
+# drivers must be told to send it.
+AUTH = {"RAY_AUTH_MODE": "token"}
 
 
 def _free_port() -> int:
@@ -36,16 +38,24 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
     """A Ray head started with the CLI: (GCS address, dashboard URL)."""
     temp = tmp_path_factory.mktemp("ray")
     port, dashboard = _free_port(), _free_port()
+    previous = {k: os.environ.get(k) for k in AUTH}
+    os.environ.update(AUTH)  # inherited by the CLI calls and drivers below
     subprocess.run(
         [
             str(BIN / "ray"), "start", "--head", "--num-cpus", "2", "--port", str(port),
             "--dashboard-port", str(dashboard), "--temp-dir", str(temp), "--disable-usage-stats",
+            "--dashboard-agent-listen-port", str(_free_port()),
         ],
         check=True,
         capture_output=True,
     )  # fmt: skip
     yield f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}"
     subprocess.run([str(BIN / "ray"), "stop", "--force"], check=False, capture_output=True)
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +67,20 @@ def warm_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     ]  # fmt: skip
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=600)
     return out
+
+
+def _ray(*args: str) -> str:
+    done = subprocess.run([str(BIN / "ray"), *args], capture_output=True, text=True, check=True)
+    return done.stdout + done.stderr
+
+
+def _job_status(dashboard: str, job: str) -> str:
+    """SUCCEEDED, FAILED, STOPPED or RUNNING, from `ray job status` (the CLI sends the token)."""
+    output = _ray("job", "status", "--address", dashboard, job)
+    for word in ("succeeded", "failed", "stopped"):
+        if f"Job '{job}' {word}" in output:
+            return word.upper()
+    return "RUNNING"
 
 
 def _train_args(model: Path, run_dir: Path, steps: int) -> list[str]:
@@ -72,22 +96,24 @@ def _train_args(model: Path, run_dir: Path, steps: int) -> list[str]:
 
 def test_ray_job_submit(cluster: tuple[str, str], warm_model: Path, tmp_path: Path) -> None:
     _, dashboard = cluster
-    entrypoint = " ".join([sys.executable, *_train_args(warm_model, tmp_path / "run", 1)])
-    subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", dashboard, "--no-wait",
-         "--submission-id", "ergo-e2e", "--working-dir", str(ROOT), "--", *entrypoint.split()],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    client = JobSubmissionClient(dashboard)
+    entrypoint = [sys.executable, *_train_args(warm_model, tmp_path / "run", 1)]
+    for _ in range(60):  # the head's job agent comes up a little after `ray start` returns
+        submitted = subprocess.run(
+            [str(BIN / "ray"), "job", "submit", "--address", dashboard, "--no-wait",
+             "--submission-id", "ergo-e2e", "--working-dir", str(ROOT), "--", *entrypoint],
+            capture_output=True,
+            text=True,
+        )  # fmt: skip
+        if "No available agent" not in submitted.stderr:
+            break
+        time.sleep(2)
+    assert submitted.returncode == 0, submitted.stderr[-4000:]
     deadline = time.monotonic() + 900
-    while client.get_job_status("ergo-e2e") not in {
-        JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED
-    }:  # fmt: skip
+    while (status := _job_status(dashboard, "ergo-e2e")) not in {"SUCCEEDED", "FAILED", "STOPPED"}:
         assert time.monotonic() < deadline, "the job did not finish in 15 minutes"
         time.sleep(5)
-    logs = client.get_job_logs("ergo-e2e")
-    assert client.get_job_status("ergo-e2e") == JobStatus.SUCCEEDED, logs[-4000:]
+    logs = _ray("job", "logs", "--address", dashboard, "ergo-e2e")
+    assert status == "SUCCEEDED", logs[-4000:]
     assert (tmp_path / "run" / "final" / "model.safetensors").exists()
 
 
