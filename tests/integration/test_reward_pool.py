@@ -110,10 +110,10 @@ def test_a_timed_out_verifier_call_is_retried(
     local_ray: None, scripted_trajectories: list[Trajectory]
 ) -> None:
     stalling: Any = StallingVerifier.remote(1)
-    client = VerifierClient([stalling], timeout_s=2.0, max_attempts=3)
+    client = VerifierClient([stalling], timeout_s=5.0, max_attempts=4)
     answers = client.answer(_queries(scripted_trajectories[:3]))
     assert answers == [VerifierAnswer("A")] * 3
-    assert client.retries == 1
+    assert client.retries >= 1  # the first call stalled; a later one answered (load may add more)
     ray.kill(stalling)
 
 
