@@ -28,18 +28,19 @@ class RolloutPool(ActorPool):
     def __init__(
         self, factory: ActorFactory, config: PoolConfig, worker_resources: dict[str, float]
     ) -> None:
-        self.weights: tuple[int, Any] | None = None  # (version, ObjectRef of named arrays)
+        self.weights: tuple[int, Any] | None = None  # (version, SharedWeights or ObjectRef)
         super().__init__(factory, config, worker_resources, "rollout", "pool")
 
     def update_weights(self, version: int, named: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Put the weights in the object store once; every worker (and later ones) loads them."""
         self.publish_weights(version, ray.put([(n, _to_wire(t)) for n, t in named]))
 
-    def publish_weights(self, version: int, ref: Any) -> None:
-        """Serve the weights behind `ref` (an ObjectRef of [(name, array)], e.g. the learner
-        group's `weights_ref()`, already in the object store) from every worker, then return."""
-        self.weights = (version, ref)
-        ray.get([s.handle.update_weights.remote(version, ref) for s in self.slots.values()])
+    def publish_weights(self, version: int, weights: Any) -> None:
+        """Serve `weights` from every worker (starting ones included), then return: a
+        `core.shared_weights.SharedWeights` file or an ObjectRef of [(name, array)], as the
+        learner group's `export_weights` gives them (no copy through the driver)."""
+        self.weights = (version, weights)
+        ray.get([s.handle.update_weights.remote(version, weights) for s in self.slots.values()])
 
     def run(self, samples: list[Sample], group_size: int) -> list[Trajectory]:
         """Trajectories for every sample (`group_size` each), in sample order."""

@@ -6,17 +6,21 @@ config (one GPU each on clusters, a fraction of a CPU here).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from actors.chat_tokens import ChatTokens
 from actors.engine import Engine, EngineConfig, Scored, TokenPrompt
-from actors.episode import EpisodeConfig, EpisodeRunner
+from actors.episode import EpisodeConfig
+from actors.single_stage import make_runner
 from core.prompts import DEFAULT_PROMPTS, PromptTemplates
 from core.sample import Sample
+from core.shared_weights import SharedWeights
 from core.trajectory import Trajectory
 
 logger = logging.getLogger(__name__)
@@ -35,6 +39,15 @@ def build_engine(config: EngineConfig) -> Engine:
 NamedArrays = list[tuple[str, np.ndarray]]
 
 
+@dataclass(frozen=True)
+class EpisodeRequest:
+    """A sample and the episode to run it with, so that one worker (one engine) serves several
+    modes and budgets, as evaluation needs; `rollout` uses the worker's own episode."""
+
+    sample: Sample
+    episode: EpisodeConfig
+
+
 class RolloutWorker:
     """Hosts one engine and turns batches of samples into trajectories."""
 
@@ -44,8 +57,9 @@ class RolloutWorker:
         from transformers import AutoTokenizer
 
         self.engine = build_engine(engine)
-        chat = ChatTokens(AutoTokenizer.from_pretrained(engine.model))
-        self.runner = EpisodeRunner(chat, PromptTemplates.load(prompts), episode)
+        self.chat = ChatTokens(AutoTokenizer.from_pretrained(engine.model))
+        self.templates = PromptTemplates.load(prompts)
+        self.runner = make_runner(self.chat, self.templates, episode)
 
     def ready(self) -> int:
         """Returns the weight version once the engine is up (a cheap readiness probe)."""
@@ -54,15 +68,30 @@ class RolloutWorker:
     def rollout(self, samples: list[Sample]) -> list[Trajectory]:
         return self.runner.run(self.engine, samples)
 
+    def run_requests(self, requests: list[EpisodeRequest]) -> list[Trajectory]:
+        """Each request's `group_size` trajectories, in request order; consecutive requests
+        with the same episode config run as one batch."""
+        trajectories: list[Trajectory] = []
+        for episode, run in itertools.groupby(requests, key=lambda r: r.episode):
+            runner = make_runner(self.chat, self.templates, episode)
+            trajectories += runner.run(self.engine, [r.sample for r in run])
+        return trajectories
+
     def score(self, prompts: list[TokenPrompt]) -> list[Scored]:
         """The engine's logprobs of given sequences (to check what weights it serves)."""
         return self.engine.score(prompts)
 
     def update_weights(
-        self, version: int, named: NamedArrays | Iterable[tuple[str, torch.Tensor]]
+        self,
+        version: int,
+        weights: SharedWeights | NamedArrays | Iterable[tuple[str, torch.Tensor]],
     ) -> int:
-        """Load new weights; numpy arrays (zero-copy out of Ray's object store) or tensors."""
-        self.engine.update_weights(version, (_as_tensor(n, w) for n, w in named))
+        """Load new weights: views of a shared-memory file, numpy arrays (zero-copy out of
+        Ray's object store) or tensors."""
+        if isinstance(weights, SharedWeights):
+            self.engine.update_weights(version, weights.tensors())
+        else:
+            self.engine.update_weights(version, (_as_tensor(n, w) for n, w in weights))
         logger.info("now serving weight version %d", version)
         return version
 

@@ -21,6 +21,7 @@ from core.synthetic import SyntheticConfig
 from jobs.rewards import RewardPoolConfig
 from jobs.rollout import RolloutConfig, WorkerResources
 from learners.config import LearnerConfig
+from learners.weight_export import WeightTransport
 
 
 class ConfigError(ValueError):
@@ -86,6 +87,11 @@ class LearnerGroupConfig(BaseModel):
     """Ray resources per rank."""
     learner: LearnerConfig
     """Objective, optimizer, batching, precision."""
+    weight_transport: WeightTransport = "shm"
+    """How new weights reach the rollout workers: `shm`, a file in shared memory that every
+    learner rank fills with its own shards and every rollout worker maps (learners and rollout
+    workers on ONE node: this machine, or colocated GPUs); `object_store`, gathered to rank 0
+    and fetched through Ray's object store (any placement, several nodes)."""
 
 
 class TrackingConfig(BaseModel):

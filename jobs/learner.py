@@ -13,15 +13,19 @@ import ray
 from jobs.rollout import WorkerResources
 from learners.config import LearnerConfig
 from learners.group import LearnerGroup
+from learners.weight_export import WeightTransport
 from learners.worker import LearnerWorker
 
 
 def make_learner_group(
-    config: LearnerConfig, world_size: int, resources: WorkerResources
+    config: LearnerConfig,
+    world_size: int,
+    resources: WorkerResources,
+    transport: WeightTransport = "shm",
 ) -> LearnerGroup:
     actor = ray.remote(LearnerWorker).options(**resources.actor_options())
 
     def factory(rank: int, size: int) -> Any:
         return actor.remote(config, rank, size)
 
-    return LearnerGroup(factory, world_size)
+    return LearnerGroup(factory, world_size, transport)

@@ -52,7 +52,9 @@ class Trainer:
         self.rollout = make_rollout_pool(config.rollout)
         self.rewards = make_reward_pool(config.rewards, make_verifiers(config.rewards))
         group = config.learner
-        self.learner = make_learner_group(group.learner, group.world_size, group.resources)
+        self.learner = make_learner_group(
+            group.learner, group.world_size, group.resources, group.weight_transport
+        )
         self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
 
     def fit(self, resume: bool) -> str:
@@ -98,7 +100,7 @@ class Trainer:
         rows = training_rows(trajectories, results, group_size, self.config)
         learned = self.learner.step(rows) if rows else {}
         timer.lap("learn")
-        self.rollout.publish_weights(step, self.learner.weights_ref())
+        self.rollout.publish_weights(step, self.learner.export_weights(step))
         timer.lap("sync")
         metrics = {
             **rollout_metrics(trajectories, timer.times["time/rollout"]),
@@ -173,7 +175,7 @@ class Trainer:
             raise FileNotFoundError(f"--resume: no checkpoint in {latest.parent}")
         extra = self.learner.load(Path(json.loads(latest.read_text())["path"]))
         step = int(extra["step"])
-        self.rollout.publish_weights(step, self.learner.weights_ref())
+        self.rollout.publish_weights(step, self.learner.export_weights(step))
         logger.info("resumed at step %d (data cursor %d)", step, extra["cursor"])
         return step, int(extra["cursor"]), extra.get("run_id")
 

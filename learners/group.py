@@ -3,8 +3,9 @@
 The driver gives it a step's rows; the group computes the step's normalizer (sampled tokens and
 rows, so every rank's loss is its exact share), deals the rows to the ranks (padding with
 masked rows so every rank runs as many micro-batches), and runs the step on all ranks at
-once. Weights leave through `weights_ref`: rank 0's full weights stay in Ray's object store,
-and rollout workers fetch them from there (no copy through the driver).
+once. Weights leave through `export_weights` (see `learners.weight_export`): as a file in
+shared memory that every rank fills with its own shards, or gathered to rank 0 into Ray's
+object store; either way nothing passes through the driver.
 """
 
 from __future__ import annotations
@@ -15,15 +16,22 @@ from typing import Any
 
 import ray
 
+from core.shared_weights import SharedWeights, TensorSpec
 from learners.batch import TrainRow, split_for_ranks
 from learners.grpo import Normalizer
+from learners.weight_export import WeightTransport
 
 LearnerFactory = Callable[[int, int], Any]  # (rank, world_size) -> LearnerWorker actor handle
 
 
 class LearnerGroup:
-    def __init__(self, factory: LearnerFactory, world_size: int) -> None:
+    def __init__(
+        self, factory: LearnerFactory, world_size: int, transport: WeightTransport = "shm"
+    ) -> None:
         self.workers = [factory(rank, world_size) for rank in range(world_size)]
+        self.transport = transport
+        self._specs: list[TensorSpec] | None = None
+        self._shared: list[str] = []  # files of this group in shared memory, oldest first
         address = ray.get(self.workers[0].rendezvous.remote())
         ray.get([w.setup.remote(address) for w in self.workers])
 
@@ -46,6 +54,20 @@ class LearnerGroup:
         parts = ray.get([w.logprobs.remote(s) for w, s in zip(self.workers, shards, strict=True)])
         return [parts[i % self.world_size][i // self.world_size] for i in range(len(rows))]
 
+    def export_weights(self, version: int) -> SharedWeights | Any:
+        """The current weights for the rollout workers: a `SharedWeights` file (transport
+        `shm`) or an ObjectRef of [(name, array)] (`object_store`)."""
+        if self.transport == "object_store":
+            return self.weights_ref()
+        if self._specs is None:
+            self._specs = ray.get(self.workers[0].weight_specs.remote())
+        path, data_start, node_id = ray.get(self.workers[0].create_shared.remote(self._specs))
+        ray.get([w.write_shared.remote(path, data_start, self._specs) for w in self.workers])
+        # The previous version may still be loading into a starting worker; older ones are done.
+        self._shared.append(path)
+        self._remove_shared(self._shared[:-2])
+        return SharedWeights(path, node_id, version)
+
     def weights_ref(self) -> Any:
         """ObjectRef of rank 0's full weights [(name, array)]; all ranks join the gathers."""
         refs = [w.named_parameters.remote() for w in self.workers]
@@ -63,9 +85,16 @@ class LearnerGroup:
         ray.get([w.export_hf.remote(str(out)) for w in self.workers])
 
     def shutdown(self) -> None:
+        self._remove_shared(self._shared)
         ray.get([w.shutdown.remote() for w in self.workers])
         for w in self.workers:
             ray.kill(w)
+
+    def _remove_shared(self, paths: list[str]) -> None:
+        """Delete shared weight files on rank 0's node (readers keep their mappings)."""
+        if paths:
+            ray.get(self.workers[0].remove_files.remote(list(paths)))
+            self._shared = [p for p in self._shared if p not in paths]
 
 
 def normalizer(rows: Sequence[TrainRow]) -> Normalizer:

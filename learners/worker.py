@@ -20,10 +20,12 @@ import torch.distributed as dist
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
+from core.shared_weights import TensorSpec
 from learners.batch import MicroBatch, TrainRow, micro_batch
 from learners.checkpoint import export_hf, load_sharded, save_sharded
 from learners.config import LearnerConfig, OptimConfig
 from learners.grpo import Normalizer, aggregate, entropy, grpo_loss, token_logprobs
+from learners.weight_export import create_shared, full_arrays, weight_specs, write_shards
 
 logger = logging.getLogger(__name__)
 
@@ -124,12 +126,26 @@ class LearnerWorker:
     def named_parameters(self) -> list[tuple[str, np.ndarray]] | None:
         """Full weights (in-memory names, fp32 numpy) on rank 0; None elsewhere. Every rank
         must call it: each parameter is gathered with a collective."""
-        out = []
-        for name, param in self.policy.named_parameters():
-            full = _full(param.detach()).float().cpu().clone()  # a snapshot, never a view
-            if self.rank == 0:
-                out.append((name, full.numpy()))
-        return out if self.rank == 0 else None
+        return full_arrays(self.policy, self.rank)
+
+    def weight_specs(self) -> list[TensorSpec]:
+        """The layout of the full weights in a shared-memory file (no collective)."""
+        return weight_specs(self.policy)
+
+    def create_shared(self, specs: list[TensorSpec]) -> tuple[str, int, str]:
+        """(path, data start, node id) of a new shared weights file on this rank's node."""
+        import ray
+
+        return *create_shared(specs), ray.get_runtime_context().get_node_id()
+
+    def write_shared(self, path: str, data_start: int, specs: list[TensorSpec]) -> int:
+        """Copy this rank's shard rows into the shared file; returns the bytes written."""
+        return write_shards(self.policy, path, data_start, specs, self.rank)
+
+    def remove_files(self, paths: list[str]) -> None:
+        """Delete files on this rank's node (shared weights no reader needs any more)."""
+        for path in paths:
+            Path(path).unlink(missing_ok=True)
 
     def save(self, path: str, extra: dict[str, Any]) -> None:
         save_sharded(self, Path(path), extra)

@@ -55,8 +55,13 @@ def test_two_ranks_step_exactly_like_one(
         group = make_learner_group(config, world_size, RANK)
         before = weights(group)
         metrics = group.step(rows[:3])  # odd: one rank also runs a masked filler row
-        results.append((weights(group), metrics))
+        after = weights(group)
+        # Each rank writes its own shard rows into the shared file: it equals the gathered copy.
+        shared = group.export_weights(1)
+        assert max_diff({n: t.numpy() for n, t in shared.tensors()}, after) == 0.0
+        results.append((after, metrics))
         group.shutdown()
+        assert not Path(shared.path).exists()  # the group removes its files
     (two, metrics2), (one, metrics1) = results
     assert max_diff(two, before) > 1e-4  # the step did move the weights
     assert max_diff(two, one) < 1e-5
@@ -103,17 +108,21 @@ def test_after_a_step_every_rollout_worker_serves_the_new_weights(
     t = episode_trajectories[0]
     prompt = TokenPrompt(t.token_ids, t.images)
     old = [ray.get(s.handle.score.remote([prompt]))[0].logprobs for s in pool.slots.values()]
-    group.step(rows)
-    pool.publish_weights(1, group.weights_ref())
-    [learner] = group.logprobs([TrainRow.from_trajectory(t, 0.0)])
     sampled = [i for i, m in enumerate(t.loss_mask) if m]
-    for slot, before in zip(pool.slots.values(), old, strict=True):
-        assert ray.get(slot.handle.ready.remote()) == 1  # the version it serves
-        [served] = ray.get(slot.handle.score.remote([prompt]))
-        assert max(abs(a - b) for a, b in zip(served.logprobs, before, strict=True)) > 1e-3
-        # the engine scores the expanded sequence; compare at the sampled tokens
-        engine = _per_token(served.logprobs, t, pool_image_pad(tiny_model_dir))
-        assert max(abs(engine[i] - learner[i]) for i in sampled) < 1e-3
+    # version 1 through shared memory (the group's default), version 2 through the object store
+    for version, transport in ((1, "shm"), (2, "object_store")):
+        group.step(rows)
+        group.transport = transport
+        pool.publish_weights(version, group.export_weights(version))
+        [learner] = group.logprobs([TrainRow.from_trajectory(t, 0.0)])
+        for slot, before in zip(pool.slots.values(), old, strict=True):
+            assert ray.get(slot.handle.ready.remote()) == version  # the version it serves
+            [served] = ray.get(slot.handle.score.remote([prompt]))
+            assert max(abs(a - b) for a, b in zip(served.logprobs, before, strict=True)) > 1e-3
+            # the engine scores the expanded sequence; compare at the sampled tokens
+            engine = _per_token(served.logprobs, t, pool_image_pad(tiny_model_dir))
+            assert max(abs(engine[i] - learner[i]) for i in sampled) < 1e-3
+        old = [ray.get(s.handle.score.remote([prompt]))[0].logprobs for s in pool.slots.values()]
     pool.shutdown()
     group.shutdown()
 
