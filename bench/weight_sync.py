@@ -1,13 +1,17 @@
 """Benchmark: moving weights learner -> N rollout workers, against a plain memory copy, one run.
 
-    python bench/weight_sync.py [--workers 2] [--backend vllm] [--sizes 128x2,512x4,1024x12]
+    python bench/weight_sync.py [--workers 2] [--ranks 2] [--backend vllm] [--sizes 128x2,...]
 
 For each model size (text hidden x layers: 0.6M, 9M and 103M parameters by default) it starts a
-one-rank learner group and a pool of N rollout workers on the same random weights, then times
-the whole sync as the train loop runs it: the learner gathers its full weights into Ray's
-object store (`weights_ref`), every worker fetches them and loads them into its engine
-(`publish_weights`). One untimed sync warms up each side. Effective GB/s is the fp32 bytes
-delivered (model bytes x N) per second; the baseline copies the same bytes once with numpy.
+learner group of `--ranks` FSDP2 ranks and a pool of N rollout workers on the same random
+weights, then times one sync per transport exactly as the train loop runs it:
+`export` = `group.export_weights` (shm: every rank copies its shard rows into one file in
+/dev/shm; object_store: gather to rank 0, into Ray's object store) and `load` =
+`pool.publish_weights` (every worker maps or fetches the weights and loads them into its engine).
+One untimed sync per transport warms up each side. The baseline copies the model's bytes once
+with numpy (best of 3): the physical limit of moving them here. `move x` is export over that
+copy (the transport: after it, every worker on the node can read the weights in place);
+`total x` adds the engines' own loading (vLLM's CPU backend repacks weights as it loads).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from jobs.make_tiny_model import make_tiny_model
 from jobs.rollout import RolloutConfig, WorkerResources, make_rollout_pool
 from learners.config import LearnerConfig
 
+TRANSPORTS = ("shm", "object_store")
+
 
 def copy_seconds(num_bytes: int) -> float:
     """Best of 3 plain copies of `num_bytes` (the physical limit here)."""
@@ -41,38 +47,42 @@ def copy_seconds(num_bytes: int) -> float:
     return best
 
 
-def sync_seconds(model: Path, workers: int, backend: str) -> tuple[float, float, int]:
-    """Seconds of one learner -> workers sync (after a warm-up), of its export part (gather into
-    the object store), and the model's bytes."""
-    group = make_learner_group(LearnerConfig(model=str(model)), 1, WorkerResources(num_cpus=0.25))
+def sync_seconds(model: Path, args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+    """(export s, load s) of one timed sync per transport, after a warm-up of each."""
+    group = make_learner_group(
+        LearnerConfig(model=str(model)), args.ranks, WorkerResources(num_cpus=0.25)
+    )
     pool = make_rollout_pool(
         RolloutConfig(
-            engine=EngineConfig(backend=backend, model=str(model), max_model_len=1024),
+            engine=EngineConfig(backend=args.backend, model=str(model), max_model_len=1024),
             episode=EpisodeConfig(group_size=1),
             pool=PoolConfig(
-                min_workers=workers, max_workers=workers, request_cluster_resources=False
+                min_workers=args.workers, max_workers=args.workers, request_cluster_resources=False
             ),
             resources=WorkerResources(num_cpus=0.25),
         )
     )
     pool.wait_ready()
-    ref = group.weights_ref()
-    num_bytes = sum(array.nbytes for _, array in ray.get(ref))
-    pool.publish_weights(1, ref)  # warm-up
-    del ref
-    start = time.perf_counter()
-    ref = group.weights_ref()
-    exported = time.perf_counter() - start
-    pool.publish_weights(2, ref)
-    seconds = time.perf_counter() - start
+    times, version = {}, 0
+    for transport in TRANSPORTS:
+        group.transport = transport
+        for _ in range(2):  # warm-up, then timed
+            version += 1
+            start = time.perf_counter()
+            weights = group.export_weights(version)
+            exported = time.perf_counter()
+            pool.publish_weights(version, weights)
+            times[transport] = (exported - start, time.perf_counter() - exported)
+            del weights
     pool.shutdown()
     group.shutdown()
-    return seconds, exported, num_bytes
+    return times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--ranks", type=int, default=2, help="learner (FSDP2) ranks")
     parser.add_argument("--backend", choices=["vllm", "hf"], default="vllm")
     parser.add_argument("--sizes", default="128x2,512x4,1024x12", help="hidden x layers, ...")
     args = parser.parse_args()
@@ -82,22 +92,25 @@ def main() -> None:
         for size in args.sizes.split(","):
             hidden, layers = (int(v) for v in size.split("x"))
             model = make_tiny_model(Path(folder) / size, 0, hidden, layers)
-            seconds, exported, num_bytes = sync_seconds(model, args.workers, args.backend)
-            rows.append((num_bytes, seconds, exported, copy_seconds(num_bytes)))
+            num_bytes = (model / "model.safetensors").stat().st_size
+            rows.append((num_bytes, sync_seconds(model, args), copy_seconds(num_bytes)))
             (model / "model.safetensors").unlink()
     ray.shutdown()
-    print(f"learner -> {args.workers} {args.backend} rollout worker(s), fp32 weights")
     print(
-        f"{'parameters':>11} {'MB':>7} {'sync s':>8} {'export s':>8} {'GB/s':>6} "
-        f"{'copy GB/s':>9} {'ratio':>6}"
+        f"learner ({args.ranks} ranks) -> {args.workers} {args.backend} rollout workers, fp32; "
+        "x = time / one numpy copy of the model's bytes"
     )
-    for num_bytes, seconds, exported, copy_s in rows:
-        sync_gbps = num_bytes * args.workers / seconds / 1e9
-        copy_gbps = num_bytes / copy_s / 1e9
-        print(
-            f"{num_bytes // 4 / 1e6:10.1f}M {num_bytes / 1e6:7.1f} {seconds:8.3f} {exported:8.3f} "
-            f"{sync_gbps:6.2f} {copy_gbps:9.2f} {copy_gbps / sync_gbps:5.1f}x"
-        )
+    print(
+        f"{'parameters':>11} {'MB':>7} {'copy s':>7} {'transport':>12} {'export s':>8} "
+        f"{'load s':>7} {'move x':>7} {'total x':>7}"
+    )
+    for num_bytes, times, copy_s in rows:
+        for transport, (exported, loaded) in times.items():
+            print(
+                f"{num_bytes / 4e6:10.1f}M {num_bytes / 1e6:7.1f} {copy_s:7.4f} {transport:>12} "
+                f"{exported:8.3f} {loaded:7.3f} {exported / copy_s:6.1f}x "
+                f"{(exported + loaded) / copy_s:6.1f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -17,11 +17,12 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from transformers import AutoTokenizer
 
 from actors.chat_tokens import ChatTokens
 from core.geometry import parse_zoom, resize_to_budget, zoom
-from core.prompts import PromptTemplates, coarse_messages, fine_messages
+from core.prompts import Message, PromptTemplates, coarse_messages, fine_messages, verifier_messages
 from core.sample import OPTION_LETTERS, Sample
 from core.synthetic import DEMO_COARSE_TOKENS, SyntheticConfig, generate
 from learners.batch import TrainRow
@@ -32,10 +33,12 @@ from learners.worker import LearnerWorker
 logger = logging.getLogger(__name__)
 
 
-def transcript(
+def transcripts(
     sample: Sample, chat: ChatTokens, templates: PromptTemplates, budget: int, margin: float
-) -> TrainRow:
-    """One ideal episode as token ids, images and a mask over the two replies."""
+) -> list[TrainRow]:
+    """One ideal episode as token ids, images and a mask over the two replies; and the same
+    crop answered in the verifier's format, so that a frozen copy of the warm-started model
+    can serve as the demo's region verifier (it must answer a letter from the crop alone)."""
     assert sample.gt_box is not None, "transcripts need a ground-truth box"
     original = sample.decode_image()
     coarse = resize_to_budget(original, budget)
@@ -62,7 +65,25 @@ def transcript(
     reply2 = [*chat.encode(stage2), chat.eos_token_id]
     ids = prompt + reply1 + glue + reply2
     mask = [0] * len(prompt) + [1] * len(reply1) + [0] * len(glue) + [1] * len(reply2)
-    return TrainRow(ids, [coarse, view.image], mask, [0.0] * len(ids), 0.0)
+    episode = TrainRow(ids, [coarse, view.image], mask, [0.0] * len(ids), 0.0)
+    return [
+        episode,
+        _reply_row(
+            chat,
+            verifier_messages(templates, sample.question, sample.options),
+            f"<answer>{letter}</answer>",
+            [view.image],
+        ),
+    ]
+
+
+def _reply_row(
+    chat: ChatTokens, messages: list[Message], reply: str, images: list[Image.Image]
+) -> TrainRow:
+    prompt = chat.prompt(messages)
+    ids = [*prompt, *chat.encode(reply), chat.eos_token_id]
+    mask = [0] * len(prompt) + [1] * (len(ids) - len(prompt))
+    return TrainRow(ids, images, mask, [0.0] * len(ids), 0.0)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -82,7 +103,11 @@ def main(argv: list[str] | None = None) -> None:
     templates = PromptTemplates.load()
     rng = np.random.default_rng(args.seed)
     samples = generate(SyntheticConfig(), num=args.samples, seed=args.seed + 7)
-    rows = [transcript(s, chat, templates, args.budget, float(rng.uniform(1, 6))) for s in samples]
+    rows = [
+        row
+        for s in samples
+        for row in transcripts(s, chat, templates, args.budget, float(rng.uniform(1, 6)))
+    ]
     config = LearnerConfig(
         model=model,
         objective="sft",

@@ -31,7 +31,7 @@ class LearnerGroup:
         self.workers = [factory(rank, world_size) for rank in range(world_size)]
         self.transport = transport
         self._specs: list[TensorSpec] | None = None
-        self._shared: list[str] = []  # files of this group in shared memory, oldest first
+        self._shared: list[tuple[str, int, str]] = []  # (path, data start, node), oldest first
         address = ray.get(self.workers[0].rendezvous.remote())
         ray.get([w.setup.remote(address) for w in self.workers])
 
@@ -61,11 +61,15 @@ class LearnerGroup:
             return self.weights_ref()
         if self._specs is None:
             self._specs = ray.get(self.workers[0].weight_specs.remote())
-        path, data_start, node_id = ray.get(self.workers[0].create_shared.remote(self._specs))
+        if len(self._shared) < 2:
+            self._shared.append(ray.get(self.workers[0].create_shared.remote(self._specs)))
+        else:
+            # Two files take turns: the older one was published two versions ago, and every
+            # worker (starting ones included) has loaded the newer one since. Its pages are
+            # already allocated, which makes rewriting it several times faster than a new file.
+            self._shared.append(self._shared.pop(0))
+        path, data_start, node_id = self._shared[-1]
         ray.get([w.write_shared.remote(path, data_start, self._specs) for w in self.workers])
-        # The previous version may still be loading into a starting worker; older ones are done.
-        self._shared.append(path)
-        self._remove_shared(self._shared[:-2])
         return SharedWeights(path, node_id, version)
 
     def weights_ref(self) -> Any:
@@ -85,16 +89,11 @@ class LearnerGroup:
         ray.get([w.export_hf.remote(str(out)) for w in self.workers])
 
     def shutdown(self) -> None:
-        self._remove_shared(self._shared)
+        if self._shared:  # readers keep their mappings; the files go
+            ray.get(self.workers[0].remove_files.remote([path for path, *_ in self._shared]))
         ray.get([w.shutdown.remote() for w in self.workers])
         for w in self.workers:
             ray.kill(w)
-
-    def _remove_shared(self, paths: list[str]) -> None:
-        """Delete shared weight files on rank 0's node (readers keep their mappings)."""
-        if paths:
-            ray.get(self.workers[0].remove_files.remote(list(paths)))
-            self._shared = [p for p in self._shared if p not in paths]
 
 
 def normalizer(rows: Sequence[TrainRow]) -> Normalizer:

@@ -75,9 +75,17 @@ def test_resume_from_a_checkpoint_is_exact(
     for _ in range(3):
         group.step(rows)
     group.save(tmp_path / "step3", {"data_cursor": 12})
-    for _ in range(2):
+    paths = []
+    for version in range(2):
         group.step(rows)
+        # Shared files take turns (versions 0 and 2 share one); each holds that step's weights.
+        shared = group.export_weights(version)
+        assert max_diff({n: t.numpy() for n, t in shared.tensors()}, weights(group)) == 0.0
+        paths.append(shared.path)
+    shared = group.export_weights(2)
+    assert shared.path == paths[0] != paths[1]
     straight = weights(group)
+    assert max_diff({n: t.numpy() for n, t in shared.tensors()}, straight) == 0.0
     group.shutdown()
 
     resumed = make_learner_group(config, 2, RANK)
