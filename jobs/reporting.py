@@ -80,7 +80,13 @@ def plot_curves(history: dict[str, list[tuple[int, float]]], path: Path) -> Path
     fig, axes = plt.subplots(len(names), 1, figsize=(6, 2.2 * len(names)), squeeze=False)
     for ax, name in zip(axes[:, 0], names, strict=True):
         steps, values = zip(*history[name], strict=True) if history[name] else ((), ())
-        ax.plot(steps, values, marker=".")
+        ax.plot(steps, values, marker=".", alpha=0.5 if len(values) >= 10 else 1.0)
+        if len(values) >= 10:  # the first and last 20% of steps, as the README compares them
+            fifth = len(values) // 5
+            for part in (slice(0, fifth), slice(len(values) - fifth, None)):
+                mean = sum(values[part]) / fifth
+                ax.hlines(mean, steps[part][0], steps[part][-1], colors="red", linewidth=2)
+                ax.annotate(f"{mean:.2f}", (steps[part][0], mean), fontsize=8, color="red")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
     fig.tight_layout()

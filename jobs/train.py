@@ -40,7 +40,14 @@ from learners.grpo import group_advantages
 from rewards.registry import RewardResult, reward_metrics
 
 logger = logging.getLogger(__name__)
-CURVES = ("reward/total", "reward/accuracy", "reward/region", "reward/box", "val/accuracy")
+CURVES = (
+    "reward/total",
+    "reward/accuracy",
+    "reward/region",
+    "reward/box",
+    "val/accuracy",
+    "val/region",
+)
 
 
 class Trainer:
