@@ -89,7 +89,7 @@ def test_misaligned_mixed_dtypes_are_refused() -> None:
 
 def test_a_file_on_another_node_says_which_transport_to_use(tmp_path: Path) -> None:
     shared = SharedWeights(str(tmp_path / "gone.safetensors"), "node-7", 4)
-    with pytest.raises(FileNotFoundError, match="node-7.*object_store"):
+    with pytest.raises(FileNotFoundError, match=r"node-7.*object_store"):
         next(shared.tensors())
 
 
