@@ -8,7 +8,9 @@ import pytest
 
 from jobs.config import ConfigError, flatten, load_config, parse_overrides
 
-CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.toml"))
+ALL_CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.toml"))
+SERVE_CONFIGS = [p for p in ALL_CONFIGS if p.name.startswith("serve")]  # `jobs.serve`'s
+CONFIGS = [p for p in ALL_CONFIGS if p not in SERVE_CONFIGS]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -17,6 +19,17 @@ def test_every_config_file_parses(path: Path) -> None:
     assert config.rollout.engine.model.endswith(Path(config.model).name)
     assert config.learner.learner.model == config.rollout.engine.model
     assert flatten(config)["train.steps"] == str(config.train.steps)
+
+
+@pytest.mark.parametrize("path", SERVE_CONFIGS, ids=lambda p: p.name)
+def test_every_serve_config_file_parses(path: Path) -> None:
+    from jobs.serve import load_serve_config
+
+    config = load_serve_config(path, overrides=["--http.port", "8123"])
+    assert config.engine.model == config.model
+    assert config.http.port == 8123
+    assert config.autoscaling.max_replicas >= config.autoscaling.min_replicas
+    assert load_serve_config(path, model="other/model").engine.model == "other/model"
 
 
 def test_configs_folder_has_the_demo_and_the_7b_recipe() -> None:

@@ -1,0 +1,340 @@
+"""Serve a policy over HTTP with Ray Serve: OpenAI chat completions and ERGO's two-stage answer.
+
+    python -m jobs.serve --model PATH_OR_NAME [--config configs/serve_demo.toml]
+                         [--address auto] [--section.field value ...]
+
+Routes (under `http.route_prefix`):
+- `POST /v1/chat/completions`: OpenAI-compatible (text and `image_url` data URLs, multi-turn,
+  temperature/top_p/max_tokens/stop/seed/n), so OpenAI clients and evaluation scripts work.
+- `POST /v1/ergo`: image + question (+ options) -> answer, box, crop, vision tokens, timings;
+  coarse view -> crop of the original -> answer, run on the server.
+- `GET /v1/models`, `GET /health` (the replica is alive), `GET /ready` (its engine serves; 503
+  when it is unhealthy). Ray Serve's own `/-/healthz` and `/-/routes` are there too.
+
+Each replica hosts one `actors.serving.ServingModel` (one engine). Concurrent requests are
+batched (`serve.batch`) into shared engine calls; replicas scale between `autoscaling.min_replicas`
+and `max_replicas` on ongoing requests. Resources, batching and autoscaling come from config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+import tomllib
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from ray import serve
+
+from actors.engine import EngineConfig
+from actors.openai_protocol import RequestError, models_body
+from actors.serving import PreparedChat, PreparedErgo, ServingConfig, ServingModel
+from jobs.config import ConfigError, apply_override, parse_overrides
+
+logger = logging.getLogger(__name__)
+
+
+class AutoscalingSettings(BaseModel):
+    """Ray Serve's request-based autoscaling of the replicas."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_replicas: int = Field(1, ge=0)
+    """Replicas kept when idle."""
+    max_replicas: int = Field(1, ge=1)
+    """Most replicas (one engine each)."""
+    initial_replicas: int | None = Field(None, ge=0)
+    """Replicas at start (default: `min_replicas`)."""
+    target_ongoing_requests: float = Field(2.0, gt=0.0)
+    """Requests in flight per replica that the autoscaler aims for."""
+    upscale_delay_s: float = Field(30.0, ge=0.0)
+    """How long load must stay high before a replica is added."""
+    downscale_delay_s: float = Field(600.0, ge=0.0)
+    """How long load must stay low before a replica is removed."""
+    look_back_period_s: float = Field(30.0, gt=0.0)
+    """Window over which ongoing requests are averaged."""
+    metrics_interval_s: float = Field(10.0, gt=0.0)
+    """How often replicas report their load (Ray calls this field deprecated; its successors are
+    the RAY_SERVE_*_AUTOSCALING_METRIC_PUSH_INTERVAL_S environment variables)."""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSettings:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("max_replicas is below min_replicas")
+        return self
+
+    def as_ray(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class ReplicaSettings(BaseModel):
+    """One replica's resources and request limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_cpus: float = Field(1.0, ge=0.0)
+    """Logical CPUs per replica (a fraction on small machines)."""
+    num_gpus: float = Field(0.0, ge=0.0)
+    """GPUs per replica (1 per engine on clusters; the engine's tensor_parallel_size)."""
+    custom: dict[str, float] = Field(default_factory=dict)
+    """Custom Ray resources, e.g. to place replicas on a node type."""
+    max_ongoing_requests: int = Field(16, ge=1)
+    """Requests one replica holds at once (the batch is formed from these)."""
+    max_queued_requests: int = Field(-1, ge=-1)
+    """Requests queued for replicas before Serve answers 503 (-1: no limit)."""
+    health_check_period_s: float = Field(10.0, gt=0.0)
+    """How often Serve asks a replica whether its engine is healthy."""
+    health_check_timeout_s: float = Field(30.0, gt=0.0)
+    """A health check that takes longer counts as failed."""
+
+    def actor_options(self) -> dict[str, Any]:
+        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "resources": self.custom}
+
+
+class BatchSettings(BaseModel):
+    """Dynamic batching of concurrent requests into one engine call."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_batch_size: int = Field(8, ge=1)
+    """Most requests per engine call."""
+    batch_wait_timeout_s: float = Field(0.01, ge=0.0)
+    """How long the first request of a batch waits for others."""
+
+
+class HTTPSettings(BaseModel):
+    """Where the application listens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    """Bind address (`0.0.0.0` to serve other machines)."""
+    port: int = Field(8000, ge=1, le=65535)
+    """HTTP port of Serve's proxy."""
+    app_name: str = "ergo"
+    """Serve application name."""
+    route_prefix: str = "/"
+    """Prefix of every route."""
+    request_timeout_s: float | None = Field(None, gt=0.0)
+    """End-to-end timeout of one HTTP request at the proxy (default: none)."""
+
+
+class ServeConfig(BaseModel):
+    """Everything the serve job needs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(min_length=1)
+    """The model to serve: an HF folder or hub name (fills `engine.model`)."""
+    engine: EngineConfig
+    """The engine each replica hosts."""
+    serving: ServingConfig = ServingConfig()
+    """Limits, chat defaults, the two-stage episode."""
+    autoscaling: AutoscalingSettings = AutoscalingSettings()
+    """Replica counts and scaling."""
+    replica: ReplicaSettings = ReplicaSettings()
+    """Resources and request limits per replica."""
+    batching: BatchSettings = BatchSettings()
+    """Dynamic batching."""
+    http: HTTPSettings = HTTPSettings()
+    """Listening address and routes."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_model(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "model" in data:
+            engine = data.setdefault("engine", {})
+            if isinstance(engine, dict):
+                engine["model"] = data["model"]
+        return data
+
+
+def load_serve_config(
+    path: str | Path | None, model: str | None = None, overrides: list[str] | None = None
+) -> ServeConfig:
+    """The TOML file (if any), then `--model`, then dotted overrides; validated."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config {path}: {exc}") from exc
+    if model is not None:
+        data["model"] = model
+    for key, value in parse_overrides(overrides or []):
+        apply_override(data, key, value)
+    if isinstance(data.get("model"), str) and Path(data["model"]).exists():
+        data["model"] = str(Path(data["model"]).resolve())  # replicas do not share this cwd
+    try:
+        return ServeConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"config {path or '(defaults)'}: {problems}") from exc
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The body as JSON, read at most `limit` bytes deep (413 beyond, 400 if not JSON)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise RequestError(
+            413, f"request body is {declared} bytes; the limit is {limit}", "too_large"
+        )
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise RequestError(413, f"request body exceeds the limit of {limit} bytes", "too_large")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except (ValueError, RecursionError) as exc:
+        raise RequestError(
+            400, f"the request body is not valid JSON: {exc}", "invalid_json"
+        ) from exc
+
+
+def _error(exc: RequestError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+api = FastAPI(title="ERGO-RL", description="OpenAI-compatible and two-stage ERGO serving")
+
+
+@serve.ingress(api)
+class ErgoServer:
+    """One replica: a `ServingModel`, its engine on one thread, batches from config."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        self.limits = config.serving.limits
+        self.model = ServingModel(config.serving, config.engine)
+        # Engines are not thread-safe: every engine call, chat or two-stage, runs on this thread.
+        self.engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        for batched in (self._chat_batch, self._ergo_batch):
+            batched.set_max_batch_size(config.batching.max_batch_size)  # type: ignore[attr-defined]
+            batched.set_batch_wait_timeout_s(config.batching.batch_wait_timeout_s)  # type: ignore[attr-defined]
+
+    def check_health(self) -> None:
+        """Serve's periodic health check: a replica whose engine keeps failing is replaced."""
+        if not self.model.healthy:
+            raise RuntimeError(f"engine failed {self.model.engine_errors} times in a row")
+
+    @api.get("/health")
+    async def health(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/ready")
+    async def ready(self) -> JSONResponse:
+        state = self.model.describe()
+        return JSONResponse(state, status_code=200 if self.model.healthy else 503)
+
+    @api.get("/v1/models")
+    async def models(self) -> dict[str, Any]:
+        return models_body(self.model.model_name)
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request) -> JSONResponse:
+        return await self._handle(request, self.model.prepare_chat, self._chat_batch)
+
+    @api.post("/v1/ergo")
+    async def ergo(self, request: Request) -> JSONResponse:
+        return await self._handle(request, self.model.prepare_ergo, self._ergo_batch)
+
+    async def _handle(
+        self, request: Request, prepare: Callable[[Any], Any], run: Callable[[Any], Awaitable[Any]]
+    ) -> JSONResponse:
+        try:
+            body = await read_json(request, self.limits.max_request_bytes)
+            prepared = await asyncio.to_thread(prepare, body)  # decoding images: off the loop
+            result = await run(prepared)
+        except RequestError as exc:
+            return _error(exc)
+        except Exception as exc:  # the engine failed; the request itself was valid
+            logger.exception("request failed")
+            return _error(RequestError(500, f"engine error: {type(exc).__name__}", "engine_error"))
+        return _error(result) if isinstance(result, RequestError) else JSONResponse(result)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)  # sizes reset from config
+    async def _chat_batch(self, items: list[PreparedChat]) -> list[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.engine_thread, self.model.run_chat, items)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)  # sizes reset from config
+    async def _ergo_batch(self, items: list[PreparedErgo]) -> list[dict[str, Any] | RequestError]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.engine_thread, self.model.run_ergo, items)
+
+
+def build_app(config: ServeConfig) -> Any:
+    """The Serve application: `ErgoServer` with resources and autoscaling from config."""
+    replica = config.replica
+    deployment = serve.deployment(ErgoServer).options(
+        name="ErgoServer",
+        autoscaling_config=config.autoscaling.as_ray(),
+        ray_actor_options=replica.actor_options(),
+        max_ongoing_requests=replica.max_ongoing_requests,
+        max_queued_requests=replica.max_queued_requests,
+        health_check_period_s=replica.health_check_period_s,
+        health_check_timeout_s=replica.health_check_timeout_s,
+    )
+    return deployment.bind(config)
+
+
+def deploy(config: ServeConfig) -> str:
+    """Start Serve's proxy and the application on the connected Ray; returns the base URL."""
+    http = config.http
+    options: dict[str, Any] = {"host": http.host, "port": http.port}
+    if http.request_timeout_s is not None:
+        options["request_timeout_s"] = http.request_timeout_s
+    serve.start(http_options=options)
+    serve.run(build_app(config), name=http.app_name, route_prefix=http.route_prefix)
+    return f"http://{http.host}:{http.port}{http.route_prefix.rstrip('/')}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    import ray
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="model folder or hub name (overrides the config's)")
+    parser.add_argument("--config", help="TOML config, e.g. configs/serve_demo.toml")
+    parser.add_argument("--address", default=None, help="Ray address (default: auto or local)")
+    args, overrides = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_serve_config(args.config, args.model, overrides)
+    except ConfigError as exc:  # before Ray or any replica starts
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    logger.info("config: %s", config.model_dump_json())
+    ray.init(address=args.address)
+    url = deploy(config)
+    print(f"serving {config.model} at {url}/v1 (chat completions) and {url}/v1/ergo; Ctrl-C stops")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    # Run the importable module's `main`: Ray pickles the config and the deployment class by
+    # reference to `jobs.serve`; as `__main__` they would be pickled by value, which pydantic
+    # models do not survive.
+    from jobs.serve import main as run
+
+    run()
