@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,12 +25,17 @@ from core.trajectory import Trajectory
 
 logger = logging.getLogger(__name__)
 
+EpisodeMode = Literal["two-stage", "single-stage"]
+
 
 class EpisodeConfig(BaseModel):
     """Budgets and sampling of both stages."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    mode: EpisodeMode = "two-stage"
+    """`two-stage`: ERGO's episode (this module). `single-stage`: the baseline it is compared
+    with, one turn on the whole image at `coarse_max_tokens` (`actors.single_stage`)."""
     coarse_max_tokens: int = Field(1280, ge=4)
     """Vision-token cap of the coarse view (ERGO: 1280 or 640; 64 for the tiny model)."""
     crop_max_tokens: int = Field(1280, ge=4)

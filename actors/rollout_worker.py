@@ -95,6 +95,16 @@ class RolloutWorker:
         logger.info("now serving weight version %d", version)
         return version
 
+    def reset_caches(self) -> None:
+        """Forget cached prompts and images (vLLM's prefix, multimodal and encoder caches), so
+        that an evaluation run does not reuse an image an earlier run processed (e.g. the
+        single-stage view equals the coarse view at the same cap) and pays full price."""
+        llm = getattr(self.engine, "llm", None)
+        if llm is not None:
+            llm.reset_prefix_cache()
+            llm.reset_mm_cache()
+            llm.llm_engine.reset_encoder_cache()
+
     def shutdown(self) -> None:
         self.engine.shutdown()
 

@@ -178,13 +178,13 @@ def _iter_vstar(file: Path, root: Path) -> Iterator[Sample]:
     count = 0
     for line_number, record in _iter_jsonl(file):
         with _located(f"{file} line {line_number}"):
-            sample = _vstar_sample(record, root)
+            sample = vstar_sample(record, root)
         yield sample
         count += 1
     logger.info("read %d V* Bench samples from %s", count, file)
 
 
-def _vstar_sample(record: Mapping[str, Any], root: Path) -> Sample:
+def vstar_sample(record: Mapping[str, Any], root: Path) -> Sample:
     question, options = split_vstar_text(_text(record, "text"))
     image_path = _text(record, "image")
     return Sample(
@@ -201,15 +201,15 @@ def _vstar_sample(record: Mapping[str, Any], root: Path) -> Sample:
 def _iter_hrbench(file: Path, variant: HRBenchVariant, batch_size: int) -> Iterator[Sample]:
     columns = ("index", "image", "question", *HRBENCH_OPTION_COLUMNS, "answer", "category")
     count = 0
-    for row_index, row in _iter_parquet_rows(file, columns, batch_size):
+    for row_index, row in iter_parquet_rows(file, columns, batch_size):
         with _located(f"{file} row {row_index}"):
-            sample = _hrbench_sample(row, variant)
+            sample = hrbench_sample(row, variant)
         yield sample
         count += 1
     logger.info("read %d HR-Bench samples from %s", count, file)
 
 
-def _hrbench_sample(row: Mapping[str, Any], variant: HRBenchVariant) -> Sample:
+def hrbench_sample(row: Mapping[str, Any], variant: HRBenchVariant) -> Sample:
     options = tuple(_text(row, column) for column in HRBENCH_OPTION_COLUMNS)
     return Sample(
         id=f"hrbench_{variant}_{_identifier(row, 'index')}",
@@ -226,15 +226,15 @@ def _iter_mmerwl(shards: list[Path], batch_size: int) -> Iterator[Sample]:
     columns = (*MMERWL_ID_COLUMNS, "image", "question", MMERWL_OPTIONS_COLUMN, "answer")
     for file in shards:
         count = 0
-        for row_index, row in _iter_parquet_rows(file, (*columns, "category"), batch_size):
+        for row_index, row in iter_parquet_rows(file, (*columns, "category"), batch_size):
             with _located(f"{file} row {row_index}"):
-                sample = _mmerwl_sample(row, f"mmerwl_{file.stem}_{row_index}")
+                sample = mmerwl_sample(row, f"mmerwl_{file.stem}_{row_index}")
             yield sample
             count += 1
         logger.info("read %d MME-RealWorld-lite samples from %s", count, file)
 
 
-def _mmerwl_sample(row: Mapping[str, Any], fallback_id: str) -> Sample:
+def mmerwl_sample(row: Mapping[str, Any], fallback_id: str) -> Sample:
     id_column = next((column for column in MMERWL_ID_COLUMNS if column in row), None)
     raw_options = row.get(MMERWL_OPTIONS_COLUMN)
     if raw_options is None:
@@ -269,7 +269,7 @@ def _iter_jsonl(file: Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
             yield line_number, record
 
 
-def _iter_parquet_rows(
+def iter_parquet_rows(
     file: Path, columns: Sequence[str], batch_size: int
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(row index, row) pairs, reading only `columns` (those the file has) one batch at a time."""

@@ -40,7 +40,7 @@ def iter_samples(path: str | Path, batch_size: int = 64) -> Iterator[Sample]:
 
     A row that does not make a valid `Sample` raises `SampleError` naming the file and row.
     """
-    for file in _parquet_files(Path(path)):
+    for file in parquet_files(Path(path)):
         row_index = 0
         for batch in open_parquet(file).iter_batches(batch_size=batch_size):
             for row in batch.to_pylist():
@@ -50,7 +50,7 @@ def iter_samples(path: str | Path, batch_size: int = 64) -> Iterator[Sample]:
 
 def count_samples(path: str | Path) -> int:
     """Number of rows, from parquet metadata only."""
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in _parquet_files(Path(path)))
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(Path(path)))
 
 
 def open_parquet(file: Path) -> pq.ParquetFile:
@@ -58,7 +58,7 @@ def open_parquet(file: Path) -> pq.ParquetFile:
     return pq.ParquetFile(file, pre_buffer=False)
 
 
-def _parquet_files(path: Path) -> list[Path]:
+def parquet_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if not path.is_dir():

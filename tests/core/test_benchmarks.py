@@ -5,10 +5,7 @@ bad row raises `SampleError` naming the file and the row.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import io
-import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,7 +15,7 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
+from benchmark_files import INSTRUCTION, encoded_image, write_hrbench, write_vstar
 
 from core.benchmarks import (
     BENCHMARKS,
@@ -33,16 +30,8 @@ from core.benchmarks import (
 )
 from core.sample import Sample, SampleError
 
-INSTRUCTION = "Answer with the option's letter from the given choices directly."
 MME_SHARD_SIZES = (2, 2, 1, 0)  # five rows over four shards, the last one empty
-
-
-def _encoded(size: tuple[int, int], color: tuple[int, int, int], fmt: str = "JPEG") -> bytes:
-    image = Image.new("RGB", size, color)
-    image.paste((255 - color[0], 0, 0), (0, 0, size[0] // 2, size[1] // 3))
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
-    return buffer.getvalue()
+_encoded = encoded_image
 
 
 @dataclass(frozen=True)
@@ -116,24 +105,10 @@ def _vstar_rows() -> list[Row]:
 
 
 def _write_vstar(root: Path, rows: list[Row]) -> None:
-    lines = []
-    for row in rows:
-        if "image" in row.record:
-            path = root / row.record["image"]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(row.image)
-        lines.append(json.dumps(row.record) + "\n")
-    (root / "test_questions.jsonl").write_text("".join(lines), encoding="utf-8")
+    write_vstar(root, [(row.record, row.image) for row in rows])
 
 
 # --- HR-Bench ---------------------------------------------------------------------------------
-
-HRBENCH_SCHEMA = pa.schema(
-    [("index", pa.int64()), ("image", pa.string()), ("question", pa.string())]
-    + [(letter, pa.string()) for letter in "ABCD"]
-    + [("answer", pa.string()), ("category", pa.string()), ("cycle_category", pa.string())]
-)
-
 
 # question, options A-D, answer, category, image size (index = 100 + position)
 HRBENCH_TABLE = [
@@ -168,9 +143,7 @@ def _hrbench_rows(variant: str = "4k") -> list[Row]:
 
 
 def _write_hrbench(root: Path, rows: list[Row], variant: str = "4k") -> None:
-    records = [{"image": base64.b64encode(r.image).decode("ascii"), **r.record} for r in rows]
-    table = pa.Table.from_pylist(records, schema=HRBENCH_SCHEMA)
-    pq.write_table(table, root / f"hr_bench_{variant}.parquet", row_group_size=3)
+    write_hrbench(root, [(row.record, row.image) for row in rows], variant)
 
 
 # --- MME-RealWorld-lite -----------------------------------------------------------------------

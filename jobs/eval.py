@@ -1,0 +1,357 @@
+"""Evaluate a policy on a high-resolution benchmark: two-stage (ERGO) or single-stage (baseline).
+
+    python -m jobs.eval --dataset vstar|hrbench|mmerwl|synthetic --data-root DIR
+        --model PATH_OR_NAME --max-vision-tokens N [N ...] [--mode two-stage single-stage]
+        [--hrbench-variant 4k|8k] [--crop-max-tokens N] [--max-new-tokens 256] [--limit N]
+        [--batch-size 1] [--workers 1] [--out DIR] [--plot-with REPORT.json ...]
+        [--mlflow [--tracking-uri URI]] [--address auto]
+
+Every (mode, cap) pair is one run over the whole benchmark, on the same rollout workers (Ray
+actors hosting vLLM engines; a local Ray unless `--address` names a cluster), greedy, one
+answer per sample. `two-stage` is ERGO's episode with the coarse view at the cap (the crop at
+`--crop-max-tokens`, default the same); `single-stage` is the baseline, the whole image at the
+cap in one turn (16384, Qwen's default cap, is full resolution). Writes to `--out`:
+`report.json` (accuracy overall and per category, vision tokens, latency, fallback rate and
+failures, per run), one parquet per run (each sample's prediction, box, tokens, latency) and
+`accuracy_vs_tokens.png`; with `--mlflow`, logs them all to an MLflow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import ray
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm import tqdm
+
+from actors.actor_pool import ActorPool, PoolConfig
+from actors.engine import EngineConfig
+from actors.episode import EpisodeConfig, EpisodeMode
+from actors.rollout_worker import EpisodeRequest, RolloutWorker
+from core.benchmarks import HRBenchVariant
+from core.prompts import DEFAULT_PROMPTS
+from core.trajectory import Trajectory
+from jobs.config import TrackingConfig, flatten
+from jobs.eval_data import EvalDataset, EvalItem, RowFailure, benchmark_name, count_rows
+from jobs.eval_data import eval_items as read_items
+from jobs.eval_report import (
+    EvalRecord,
+    format_summary,
+    plot_efficiency,
+    record_from_trajectory,
+    summarize,
+    summary_metrics,
+    write_records,
+    write_report,
+)
+from jobs.rollout import WorkerResources
+from rewards.answer import AccuracyConfig
+
+logger = logging.getLogger(__name__)
+TEXT_TOKENS = 1024  # room for both turns' prompt text in an engine sequence
+PLOT_FILE, REPORT_FILE = "accuracy_vs_tokens.png", "report.json"
+
+
+class EvalConfig(BaseModel):
+    """One eval job: a benchmark, a model, and the (mode, cap) runs to compare."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: EvalDataset
+    """Benchmark format: `vstar`, `hrbench`, `mmerwl`, or `synthetic` (our parquet samples)."""
+    data_root: str
+    """Folder holding the benchmark's files (synthetic: a parquet file or folder)."""
+    hrbench_variant: HRBenchVariant = "4k"
+    """HR-Bench's resolution: reads `hr_bench_4k.parquet` or `hr_bench_8k.parquet`."""
+    model: str = Field(min_length=1)
+    """Model folder or hub name."""
+    modes: tuple[EpisodeMode, ...] = Field(("two-stage",), min_length=1)
+    """Modes to run; each runs at every cap."""
+    max_vision_tokens: tuple[Annotated[int, Field(ge=4)], ...] = Field((1280,), min_length=1)
+    """Vision-token caps: two-stage's coarse view, single-stage's whole image."""
+    crop_max_tokens: int | None = Field(None, ge=4)
+    """Two-stage's crop cap; default: the run's cap."""
+    max_new_tokens: int = Field(256, ge=1)
+    """Generation cap of each turn."""
+    limit: int | None = Field(None, ge=1)
+    """Evaluate only the first N rows."""
+    batch_size: int = Field(1, ge=1)
+    """Samples per engine call. 1 measures each sample's own latency (as the paper reports
+    it); larger batches are faster overall, and every member reports its batch's time."""
+    workers: int = Field(1, ge=1)
+    """Rollout workers (engines)."""
+    resources: WorkerResources = WorkerResources()
+    """Ray resources per worker (give each 1 GPU on clusters)."""
+    dtype: str = "float32"
+    """Engine dtype (`bfloat16` on GPUs)."""
+    cpu_threads: int | None = Field(None, ge=1)
+    """CPU engines: torch threads (default: every core). On a busy machine 1 can be faster:
+    a descheduled second thread stalls every decoding step."""
+    max_model_len: int | None = Field(None, ge=256)
+    """Engine sequence limit; default: the largest run's vision tokens + text + replies."""
+    max_attempts: int = Field(2, ge=1)
+    """Tries per batch (an engine error or a dead worker) before its samples count as failed."""
+    prompts: str = str(DEFAULT_PROMPTS)
+    """Prompt templates TOML (single-stage uses its `verifier` text)."""
+    accuracy: AccuracyConfig = AccuracyConfig()
+    """How answers are read and compared (the training reward's rules)."""
+    out: str = "runs/eval"
+    """Output folder for the report, the per-sample parquet files and the plot."""
+    plot_with: tuple[str, ...] = ()
+    """Earlier `report.json` files whose runs join the plot."""
+    tracking: TrackingConfig | None = None
+    """Log to MLflow (default store: `<out>/mlflow.db`); None: no MLflow."""
+
+    def episodes(self) -> list[EpisodeConfig]:
+        """One greedy episode config per (mode, cap) run, in order."""
+        return [
+            EpisodeConfig(
+                mode=mode,
+                coarse_max_tokens=cap,
+                crop_max_tokens=self.crop_max_tokens or cap,
+                group_size=1,
+                max_new_tokens=self.max_new_tokens,
+                temperature=0.0,
+            )
+            for mode, cap in itertools.product(self.modes, self.max_vision_tokens)
+        ]
+
+    def engine(self) -> EngineConfig:
+        """The engine every worker hosts, long enough for the largest run (within what the
+        model's position table allows; longer prompts then fail and are counted)."""
+        length = self.max_model_len or required_model_len(self.episodes())
+        limit = model_positions(self.model)
+        if self.max_model_len is None and limit is not None and length > limit:
+            logger.warning(
+                "%s has %d positions, fewer than the %d these runs may need: prompts longer "
+                "than that fail and count as wrong",
+                self.model,
+                limit,
+                length,
+            )
+            length = limit
+        return EngineConfig(
+            model=self.model, dtype=self.dtype, max_model_len=length, cpu_threads=self.cpu_threads
+        )
+
+
+def model_positions(model: str) -> int | None:
+    """`max_position_embeddings` of a local model folder's text model (None: unknown)."""
+    file = Path(model) / "config.json"
+    if not file.is_file():
+        return None
+    config = json.loads(file.read_text())
+    value = config.get("text_config", {}).get("max_position_embeddings")
+    value = value or config.get("max_position_embeddings")
+    return int(value) if value else None
+
+
+def required_model_len(episodes: list[EpisodeConfig]) -> int:
+    """Sequence length that holds every run: its images at their caps, prompt text and replies
+    (single-stage: one image and one reply; two-stage: two of each), rounded up to 256."""
+    need = 0
+    for e in episodes:
+        if e.mode == "single-stage":
+            tokens = e.coarse_max_tokens + e.max_new_tokens
+        else:
+            tokens = e.coarse_max_tokens + e.crop_max_tokens + 2 * e.max_new_tokens
+        need = max(need, tokens + TEXT_TOKENS)
+    return -(-need // 256) * 256
+
+
+def make_eval_pool(config: EvalConfig, engine: EngineConfig | None = None) -> ActorPool:
+    """`RolloutWorker` actors that run `EpisodeRequest`s (any mode, any cap) on one engine each."""
+    actor = ray.remote(RolloutWorker).options(**config.resources.actor_options())
+    engine = engine or config.engine()
+    first = config.episodes()[0]
+
+    def factory() -> Any:
+        return actor.remote(engine, first, config.prompts)
+
+    pool = PoolConfig(
+        min_workers=config.workers,
+        max_workers=config.workers,
+        chunk_size=config.batch_size,
+        max_attempts=config.max_attempts,
+    )
+    return ActorPool(factory, pool, config.resources.bundle(), "run_requests", "eval")
+
+
+def run_eval(pool: ActorPool, config: EvalConfig) -> list[dict[str, Any]]:
+    """Every run over the benchmark; writes the report, the parquet files and the plot."""
+    out = Path(config.out)
+    summaries = [_run(pool, config, episode, out) for episode in config.episodes()]
+    write_report(out / REPORT_FILE, summaries)
+    earlier = [
+        run for path in config.plot_with for run in json.loads(Path(path).read_text())["runs"]
+    ]
+    plot_efficiency([*earlier, *summaries], out / PLOT_FILE)
+    return summaries
+
+
+def _run(pool: ActorPool, config: EvalConfig, episode: EpisodeConfig, out: Path) -> dict[str, Any]:
+    """One (mode, cap) pass: streamed in windows that keep every worker busy."""
+    benchmark = benchmark_name(config.dataset, config.hrbench_variant)
+    total = count_rows(config.dataset, config.data_root, config.hrbench_variant)
+    total = min(total, config.limit) if config.limit else total
+    window = config.workers * pool.config.max_inflight_per_worker * config.batch_size
+    records: list[EvalRecord] = []
+    desc = f"{benchmark} {episode.mode} cap {episode.coarse_max_tokens}"
+    # Runs share the engines: an image processed by an earlier run (the single-stage view is
+    # the coarse view at the same cap) must not make this one look faster.
+    ray.get([slot.handle.reset_caches.remote() for slot in pool.slots.values()])
+    start = time.perf_counter()
+    with tqdm(total=total, desc=desc, unit="sample") as bar:
+        for items in _windows(_items(config), window):
+            records += _evaluate(pool, items, episode, config.accuracy)
+            bar.update(len(items))
+            bar.set_postfix(accuracy=f"{sum(r.correct for r in records) / len(records):.3f}")
+    seconds = time.perf_counter() - start
+    parquet = write_records(
+        out / f"{benchmark}-{episode.mode}-{episode.coarse_max_tokens}.parquet", records
+    )
+    run = {
+        "dataset": benchmark,
+        "mode": episode.mode,
+        "max_vision_tokens": episode.coarse_max_tokens,
+        "crop_max_tokens": episode.crop_max_tokens if episode.mode == "two-stage" else None,
+        "model": config.model,
+        "max_new_tokens": episode.max_new_tokens,
+        "batch_size": config.batch_size,
+        "wall_s": seconds,
+        "samples_per_s": len(records) / max(seconds, 1e-9),
+        "parquet": parquet.name,
+    }
+    summary = summarize(records, run)
+    print(format_summary(summary))
+    return summary
+
+
+def _items(config: EvalConfig) -> Iterator[EvalItem]:
+    items = read_items(config.dataset, config.data_root, config.hrbench_variant)
+    return itertools.islice(items, config.limit)
+
+
+def _windows(items: Iterator[EvalItem], size: int) -> Iterator[list[EvalItem]]:
+    while window := list(itertools.islice(items, size)):
+        yield window
+
+
+def _evaluate(
+    pool: ActorPool, items: list[EvalItem], episode: EpisodeConfig, accuracy: AccuracyConfig
+) -> list[EvalRecord]:
+    """Records in item order: unreadable rows as failures, the rest through the workers."""
+    requests = [EpisodeRequest(item, episode) for item in items if not isinstance(item, RowFailure)]
+
+    def failed(chunk: list[EpisodeRequest], reason: str) -> list[Trajectory]:
+        return [Trajectory(r.sample, 0, 0, failure=reason) for r in chunk]
+
+    ran = iter(pool.map(requests, failed))
+    return [
+        EvalRecord(i.id, i.category, i.answer, failure=i.reason)
+        if isinstance(i, RowFailure)
+        else record_from_trajectory(next(ran), accuracy)
+        for i in items
+    ]
+
+
+def log_to_mlflow(config: EvalConfig, summaries: list[dict[str, Any]]) -> str:
+    """One MLflow run: the config as params, each run's metrics (step = its cap), the files."""
+    from jobs.tracking import MLflowTracker
+
+    assert config.tracking is not None
+    out = Path(config.out)
+    uri = config.tracking.tracking_uri or f"sqlite:///{(out / 'mlflow.db').resolve()}"
+    tracker = MLflowTracker(
+        uri, config.tracking.experiment, out / "mlartifacts", run_name=config.tracking.run_name
+    )
+    tracker.log_params(flatten(config))
+    for summary in summaries:
+        tracker.log_metrics(summary_metrics(summary), step=summary["max_vision_tokens"])
+    for name in (REPORT_FILE, PLOT_FILE, *(s["parquet"] for s in summaries)):
+        tracker.log_artifact(out / name, "eval")
+    tracker.end("FINISHED")
+    return tracker.run_id
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[EvalConfig, str | None]:
+    """The job's config and the Ray address, from the command line."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", required=True, choices=["vstar", "hrbench", "mmerwl", "synthetic"])
+    p.add_argument("--data-root", required=True, help="benchmark folder (synthetic: parquet)")
+    p.add_argument("--model", required=True, help="model folder or hub name")
+    p.add_argument("--max-vision-tokens", type=int, nargs="+", required=True, help="caps")
+    p.add_argument(
+        "--mode", nargs="+", default=["two-stage"], choices=["two-stage", "single-stage"]
+    )
+    p.add_argument("--hrbench-variant", default="4k", choices=["4k", "8k"])
+    p.add_argument("--crop-max-tokens", type=int, help="two-stage crop cap (default: the cap)")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--limit", type=int, help="only the first N rows")
+    p.add_argument("--batch-size", type=int, default=1, help="samples per engine call")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--gpus-per-worker", type=float, default=0.0)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--cpu-threads", type=int, help="CPU engines: torch threads")
+    p.add_argument("--max-model-len", type=int, help="engine limit (default: from the caps)")
+    p.add_argument("--out", help="output folder (default: runs/eval/<dataset>)")
+    p.add_argument("--plot-with", nargs="*", default=[], help="earlier report.json files")
+    p.add_argument("--mlflow", action="store_true", help="log to MLflow")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: <out>/mlflow.db)")
+    p.add_argument("--address", help="Ray address (default: start a local Ray)")
+    args = p.parse_args(argv)
+    model = Path(args.model)
+    config = EvalConfig(
+        dataset=args.dataset,
+        data_root=args.data_root,
+        hrbench_variant=args.hrbench_variant,
+        model=str(model.resolve()) if model.exists() else args.model,  # actors' cwd differs
+        modes=tuple(args.mode),
+        max_vision_tokens=tuple(args.max_vision_tokens),
+        crop_max_tokens=args.crop_max_tokens,
+        max_new_tokens=args.max_new_tokens,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        resources=WorkerResources(num_cpus=args.cpus_per_worker, num_gpus=args.gpus_per_worker),
+        dtype=args.dtype,
+        cpu_threads=args.cpu_threads,
+        max_model_len=args.max_model_len,
+        out=args.out or f"runs/eval/{benchmark_name(args.dataset, args.hrbench_variant)}",
+        plot_with=tuple(args.plot_with),
+        tracking=TrackingConfig(tracking_uri=args.tracking_uri, experiment="ergo-rl-eval")
+        if args.mlflow or args.tracking_uri
+        else None,
+    )
+    return config, args.address
+
+
+def main(argv: list[str] | None = None) -> None:
+    config, address = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(config.model_dump_json(indent=2))
+    ray.init(address=address)
+    pool = make_eval_pool(config)
+    try:
+        pool.wait_ready()
+        summaries = run_eval(pool, config)
+    finally:
+        pool.shutdown()
+        ray.shutdown()
+    if config.tracking is not None:
+        print(f"MLflow run {log_to_mlflow(config, summaries)}")
+    print(f"report: {out / REPORT_FILE}, plot: {out / PLOT_FILE}")
+
+
+if __name__ == "__main__":
+    main()
