@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -153,23 +153,41 @@ class TrainConfig(BaseModel):
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """Read a TOML config, apply `--dotted.key value` overrides, validate."""
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"config {path}: {exc}") from exc
+    return load_toml(TrainConfig, path, overrides)
+
+
+Config = TypeVar("Config", bound=BaseModel)
+
+
+def load_toml(
+    schema: type[Config],
+    path: str | Path | None,
+    overrides: list[str] | None = None,
+    model: str | None = None,
+) -> Config:
+    """The TOML file (if any), then `model`, then dotted overrides, validated as `schema`;
+    every problem is a `ConfigError` naming the file and the field."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config {path}: {exc}") from exc
+    if model is not None:
+        data["model"] = model
     for key, value in parse_overrides(overrides or []):
         apply_override(data, key, value)
-    model = data.get("model")
-    if isinstance(model, str) and Path(model).exists():  # actors do not share this cwd
-        data["model"] = str(Path(model).resolve())
+    named = data.get("model")
+    if isinstance(named, str) and Path(named).exists():  # actors do not share this cwd
+        data["model"] = str(Path(named).resolve())
     try:
-        return TrainConfig.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
-        raise ConfigError(f"config {path}: {problems}") from exc
+        raise ConfigError(f"config {path or '(defaults)'}: {problems}") from exc
 
 
 def parse_overrides(args: list[str]) -> list[tuple[str, Any]]:

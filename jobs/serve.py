@@ -24,7 +24,6 @@ import json
 import logging
 import sys
 import time
-import tomllib
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,13 +31,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 
 from actors.engine import EngineConfig
 from actors.openai_protocol import RequestError, models_body
 from actors.serving import PreparedChat, PreparedErgo, ServingConfig, ServingModel
-from jobs.config import ConfigError, apply_override, parse_overrides
+from jobs.config import ConfigError, load_toml
 
 logger = logging.getLogger(__name__)
 
@@ -162,26 +161,7 @@ def load_serve_config(
     path: str | Path | None, model: str | None = None, overrides: list[str] | None = None
 ) -> ServeConfig:
     """The TOML file (if any), then `--model`, then dotted overrides; validated."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"config {path}: {exc}") from exc
-    if model is not None:
-        data["model"] = model
-    for key, value in parse_overrides(overrides or []):
-        apply_override(data, key, value)
-    if isinstance(data.get("model"), str) and Path(data["model"]).exists():
-        data["model"] = str(Path(data["model"]).resolve())  # replicas do not share this cwd
-    try:
-        return ServeConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"config {path or '(defaults)'}: {problems}") from exc
+    return load_toml(ServeConfig, path, overrides, model)
 
 
 async def read_json(request: Request, limit: int) -> Any:

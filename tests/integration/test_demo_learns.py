@@ -1,6 +1,6 @@
 """The demo learns: warm start, then GRPO on the synthetic task, with a fixed seed.
 
-Slow (a few minutes: the warm start, then 40 GRPO steps with two vLLM engines); run with
+Slow (about 6 minutes: the warm start, then 60 GRPO steps with two vLLM engines); run with
 `bash scripts/test.sh -m slow`. Asserts what the README's plot shows for the full demo: the
 mean total reward of the last 20% of steps exceeds that of the first 20%, and the held-out
 region score (the frozen verifier answering from the policy's crop alone) goes up.
@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).parents[2]
-STEPS = 40
+STEPS = 60
 
 
 def _run(args: list[str]) -> None:
@@ -49,5 +49,7 @@ def test_grpo_improves_reward_and_region(tiny_model_dir: Path, tmp_path: Path) -
     fifth = STEPS // 5
     first, last = sum(total[:fifth]) / fifth, sum(total[-fifth:]) / fifth
     assert last > first + 0.05, (first, last)
+    # validation every 10 steps; the first and the last two of the six points
     region = _values(client, run.info.run_id, "val/region")
-    assert region[-1] > region[0], region
+    assert len(region) == STEPS // 10
+    assert sum(region[-2:]) > sum(region[:2]), region
