@@ -8,10 +8,11 @@ weights, then times one sync per transport exactly as the train loop runs it:
 `export` = `group.export_weights` (shm: every rank copies its shard rows into one file in
 /dev/shm; object_store: gather to rank 0, into Ray's object store) and `load` =
 `pool.publish_weights` (every worker maps or fetches the weights and loads them into its engine).
-One untimed sync per transport warms up each side. The baseline copies the model's bytes once
-with numpy (best of 3): the physical limit of moving them here. `move x` is export over that
-copy (the transport: after it, every worker on the node can read the weights in place);
-`total x` adds the engines' own loading (vLLM's CPU backend repacks weights as it loads).
+Two untimed syncs per transport warm up each side (and allocate both shared files). The
+baseline copies the model's bytes once with numpy (best of 3): the physical limit here.
+`move x` is export over that copy (the transport: after it, every worker on the node can read
+the weights in place); `total x` adds the engines' own loading (vLLM's CPU backend repacks
+weights as it loads).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def copy_seconds(num_bytes: int) -> float:
 
 
 def sync_seconds(model: Path, args: argparse.Namespace) -> dict[str, tuple[float, float]]:
-    """(export s, load s) of one timed sync per transport, after a warm-up of each."""
+    """(export s, load s) of one timed sync per transport, after two warm-ups of each."""
     group = make_learner_group(
         LearnerConfig(model=str(model)), args.ranks, WorkerResources(num_cpus=0.25)
     )
@@ -66,7 +67,7 @@ def sync_seconds(model: Path, args: argparse.Namespace) -> dict[str, tuple[float
     times, version = {}, 0
     for transport in TRANSPORTS:
         group.transport = transport
-        for _ in range(2):  # warm-up, then timed
+        for _ in range(3):  # two warm-ups (shm: both files allocated), then timed
             version += 1
             start = time.perf_counter()
             weights = group.export_weights(version)
