@@ -96,14 +96,12 @@ class RolloutWorker:
         return version
 
     def reset_caches(self) -> None:
-        """Forget cached prompts and images (vLLM's prefix, multimodal and encoder caches), so
-        that an evaluation run does not reuse an image an earlier run processed (e.g. the
-        single-stage view equals the coarse view at the same cap) and pays full price."""
-        llm = getattr(self.engine, "llm", None)
-        if llm is not None:
-            llm.reset_prefix_cache()
-            llm.reset_mm_cache()
-            llm.llm_engine.reset_encoder_cache()
+        """Forget cached prompts and images, so that an evaluation run does not reuse an image
+        an earlier run processed (e.g. the single-stage view equals the coarse view at the same
+        cap) and pays full price. Only vLLM engines cache across calls."""
+        reset = getattr(self.engine, "reset_caches", None)
+        if reset is not None:
+            reset()
 
     def shutdown(self) -> None:
         self.engine.shutdown()

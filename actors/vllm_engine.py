@@ -105,10 +105,14 @@ class VLLMEngine:
             finally:
                 path.unlink(missing_ok=True)
         # Stale KV from old weights must not be reused; the encoder cache holds old image features.
+        self.reset_caches()
+        self.weight_version = version
+
+    def reset_caches(self) -> None:
+        """Forget cached prompts and images: the prefix (KV), multimodal and encoder caches."""
         self.llm.reset_prefix_cache()
         self.llm.reset_mm_cache()
         self.llm.llm_engine.reset_encoder_cache()
-        self.weight_version = version
 
     def shutdown(self) -> None:
         """Stop the engine's processes now rather than at interpreter exit."""
