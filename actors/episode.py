@@ -100,18 +100,11 @@ class EpisodeRunner:
             t
             for i, p in enumerate(prepared)
             for t in done.get(i)
-            or _failed_group(p.sample, cfg.group_size, version, p.failure or "engine")
+            or failed_group(p.sample, cfg.group_size, version, p.failure or "engine")
         ]
 
     def _sampling(self, n: int) -> Sampling:
-        cfg = self.config
-        return Sampling(
-            max_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            n=n,
-            banned_token_ids=self.chat.vision_token_ids,
-        )
+        return episode_sampling(self.config, self.chat, n)
 
     def _prepare(self, sample: Sample) -> _Stage1:
         if not sample.question.strip():
@@ -163,6 +156,18 @@ class EpisodeRunner:
         t.finish_reasons = (first.finish_reason, second.finish_reason)
 
 
-def _failed_group(sample: Sample, group_size: int, version: int, reason: str) -> list[Trajectory]:
+def episode_sampling(config: EpisodeConfig, chat: ChatTokens, n: int) -> Sampling:
+    """Sampling of one turn: `n` completions, vision tokens never sampled."""
+    return Sampling(
+        max_tokens=config.max_new_tokens,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        n=n,
+        banned_token_ids=chat.vision_token_ids,
+    )
+
+
+def failed_group(sample: Sample, group_size: int, version: int, reason: str) -> list[Trajectory]:
+    """`group_size` trajectories marking a sample that could not run (never a gap)."""
     logger.warning("sample %s cannot run: %s", sample.id, reason)
     return [Trajectory(sample, g, version, failure=reason) for g in range(group_size)]

@@ -17,7 +17,6 @@ carrying the reason, never a gap.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -25,14 +24,13 @@ from typing import Protocol
 from PIL import Image
 
 from actors.chat_tokens import ChatTokens
-from actors.engine import Completion, Engine, Sampling, TokenPrompt
-from actors.episode import EpisodeConfig, EpisodeRunner
+from actors.engine import Completion, Engine, TokenPrompt
+from actors.episode import EpisodeConfig, EpisodeRunner, episode_sampling, failed_group
 from core.geometry import resize_to_budget, vision_tokens
 from core.prompts import PromptTemplates, verifier_messages
 from core.sample import Sample, SampleError
 from core.trajectory import Trajectory
 
-logger = logging.getLogger(__name__)
 
 
 class Runner(Protocol):
@@ -75,13 +73,7 @@ class SingleStageRunner:
         cfg = self.config
         prepared = [self._prepare(s) for s in samples]
         ready = [(i, p) for i, p in enumerate(prepared) if p.failure is None]
-        sampling = Sampling(
-            max_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            n=cfg.group_size,
-            banned_token_ids=self.chat.vision_token_ids,
-        )
+        sampling = episode_sampling(cfg, self.chat, cfg.group_size)
         start = time.perf_counter()
         prompts = [TokenPrompt(p.prompt_ids or [], [p.image]) for _, p in ready if p.image]
         groups = engine.generate(prompts, sampling) if prompts else []
@@ -91,7 +83,12 @@ class SingleStageRunner:
             i: [self._trajectory(p, g, c, version, seconds) for g, c in enumerate(group)]
             for (i, p), group in zip(ready, groups, strict=True)
         }
-        return [t for i, p in enumerate(prepared) for t in done.get(i) or self._failed(p, version)]
+        return [
+            t
+            for i, p in enumerate(prepared)
+            for t in done.get(i)
+            or failed_group(p.sample, cfg.group_size, version, p.failure or "engine")
+        ]
 
     def _prepare(self, sample: Sample) -> _Prepared:
         if not sample.question.strip():
@@ -123,9 +120,3 @@ class SingleStageRunner:
             finish_reasons=(None, reply.finish_reason),
             time_stage2_s=seconds,
         )
-
-    def _failed(self, p: _Prepared, version: int) -> list[Trajectory]:
-        reason = p.failure or "engine"
-        logger.warning("sample %s cannot run: %s", p.sample.id, reason)
-        group = range(self.config.group_size)
-        return [Trajectory(p.sample, g, version, failure=reason) for g in group]
