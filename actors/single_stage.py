@@ -32,7 +32,6 @@ from core.sample import Sample, SampleError
 from core.trajectory import Trajectory
 
 
-
 class Runner(Protocol):
     """Turns a batch of samples into `group_size` trajectories each, in sample order."""
 
