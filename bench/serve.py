@@ -11,7 +11,6 @@ the deadline are waited for and counted. One warm-up request per path is exclude
 Prints requests/s, p50/p95 latency, errors and vision tokens per request for both paths.
 """
 
-# ruff: noqa: E402 (the path fix below must run before the project imports)
 from __future__ import annotations
 
 import argparse
@@ -19,17 +18,11 @@ import base64
 import json
 import socket
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-# Run as a script, this file's folder comes first on the path and `rewards` would import
-# bench/rewards.py, not the package (in Ray's workers too, which inherit the path). Drop it.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import httpx
 import ray

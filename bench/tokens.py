@@ -1,6 +1,6 @@
 """Benchmark: vision tokens and latency of two-stage (ERGO) vs single-stage at full resolution.
 
-    python -m bench.tokens [--samples 16] [--coarse-tokens 256] [--crop-tokens 256]
+    python bench/tokens.py [--samples 16] [--coarse-tokens 256] [--crop-tokens 256]
                            [--full-tokens 16384] [--max-new-tokens 32] [--threads 1]
                            [--model DIR]
 

@@ -1,6 +1,6 @@
 """Benchmark: scored trajectories/s of the reward pool vs scoring in one process, one run.
 
-    python bench/rewards.py [--samples 32] [--reward-workers 2] [--verifier-workers 1]
+    python bench/reward_pool.py [--samples 32] [--reward-workers 2] [--verifier-workers 1]
 
 Both sides score the same scripted trajectories (4 per synthetic sample, 3 of which ask the
 verifier) with every default component, the verifier being the tiny model in a vLLM CPU
@@ -8,19 +8,12 @@ engine. In one process: a `RewardWorker` calling an in-process `VerifierWorker`.
 Ray reward actors calling verifier actors. Start-up and one warm-up batch are excluded.
 """
 
-# ruff: noqa: E402 (the path fix below must run before the project imports)
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-# Run as a script, this file's folder comes first on the path and `rewards` would import this
-# file, not the package (in Ray's workers too, which inherit the path). Drop the folder.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import ray
 
