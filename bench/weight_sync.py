@@ -102,15 +102,15 @@ def main() -> None:
         "x = time / one numpy copy of the model's bytes"
     )
     print(
-        f"{'parameters':>11} {'MB':>7} {'copy s':>7} {'transport':>12} {'export s':>8} "
-        f"{'load s':>7} {'move x':>7} {'total x':>7}"
+        f"{'parameters':>11} {'MB':>7} {'copy GB/s':>9} {'transport':>12} {'export s':>8} "
+        f"{'move GB/s':>9} {'load s':>7} {'move x':>7} {'total x':>7}"
     )
     for num_bytes, times, copy_s in rows:
         for transport, (exported, loaded) in times.items():
             print(
-                f"{num_bytes / 4e6:10.1f}M {num_bytes / 1e6:7.1f} {copy_s:7.4f} {transport:>12} "
-                f"{exported:8.3f} {loaded:7.3f} {exported / copy_s:6.1f}x "
-                f"{(exported + loaded) / copy_s:6.1f}x"
+                f"{num_bytes / 4e6:10.1f}M {num_bytes / 1e6:7.1f} {num_bytes / copy_s / 1e9:9.2f} "
+                f"{transport:>12} {exported:8.3f} {num_bytes / exported / 1e9:9.2f} "
+                f"{loaded:7.3f} {exported / copy_s:6.1f}x {(exported + loaded) / copy_s:6.1f}x"
             )
 
 
