@@ -2,7 +2,7 @@
 
 The file is a plain safetensors file in `/dev/shm`. The learner group lays it out once per
 version (`create`: header, then room for every tensor), each learner rank copies its own
-FSDP shard rows straight into place (`write_rows`; no gather, no pickling, one memory copy in
+FSDP shard rows straight into place (`place_of_rows`; no gather, no pickling, one memory copy in
 all), and every rollout worker on the node maps it and hands zero-copy views to its engine
 (`SharedWeights.tensors`). Being safetensors, the same file can be read by any tool that reads
 checkpoints. It lives only on the node that wrote it; across nodes use the object store.
@@ -125,15 +125,14 @@ def map_for_writing(path: Path) -> torch.Tensor:
     return torch.from_file(str(path), shared=True, size=path.stat().st_size, dtype=torch.uint8)
 
 
-def write_rows(
+def place_of_rows(
     mapped: torch.Tensor, data_start: int, spec: TensorSpec, row: int, rows: torch.Tensor
-) -> None:
-    """Copy `rows` (the full tensor's slice along dim 0 from `row` on) into its place."""
-    if rows.numel() == 0:
-        return
+) -> torch.Tensor:
+    """The view of the mapped file where `rows` (the full tensor's slice along dim 0 from
+    `row` on) belong: copy into it to write them."""
     row_bytes = (spec.end - spec.start) // spec.shape[0] if spec.shape else 0
     start = data_start + spec.start + row * row_bytes
     nbytes = rows.numel() * rows.element_size()
     if _DTYPES.get(rows.dtype) != spec.dtype or start + nbytes > data_start + spec.end:
         raise ValueError(f"{spec.name}: rows {row}.. {rows.dtype} {tuple(rows.shape)} do not fit")
-    mapped[start : start + nbytes].view(rows.dtype).view(rows.shape).copy_(rows)
+    return mapped[start : start + nbytes].view(rows.dtype).view(rows.shape)

@@ -16,7 +16,7 @@ from typing import Any
 
 import ray
 
-from core.shared_weights import SharedWeights, TensorSpec
+from core.shared_weights import SharedWeights
 from learners.batch import TrainRow, split_for_ranks
 from learners.grpo import Normalizer
 from learners.weight_export import WeightTransport
@@ -30,7 +30,7 @@ class LearnerGroup:
     ) -> None:
         self.workers = [factory(rank, world_size) for rank in range(world_size)]
         self.transport = transport
-        self._specs: list[TensorSpec] | None = None
+        self.last_copy_s = 0.0  # the slowest rank's copy time in the last shm export
         self._shared: list[tuple[str, int, str]] = []  # (path, data start, node), oldest first
         address = ray.get(self.workers[0].rendezvous.remote())
         ray.get([w.setup.remote(address) for w in self.workers])
@@ -59,17 +59,16 @@ class LearnerGroup:
         `shm`) or an ObjectRef of [(name, array)] (`object_store`)."""
         if self.transport == "object_store":
             return self.weights_ref()
-        if self._specs is None:
-            self._specs = ray.get(self.workers[0].weight_specs.remote())
         if len(self._shared) < 2:
-            self._shared.append(ray.get(self.workers[0].create_shared.remote(self._specs)))
+            self._shared.append(ray.get(self.workers[0].create_shared.remote()))
         else:
             # Two files take turns: the older one was published two versions ago, and every
             # worker (starting ones included) has loaded the newer one since. Its pages are
             # already allocated, which makes rewriting it several times faster than a new file.
             self._shared.append(self._shared.pop(0))
         path, data_start, node_id = self._shared[-1]
-        ray.get([w.write_shared.remote(path, data_start, self._specs) for w in self.workers])
+        seconds = ray.get([w.write_shared.remote(path, data_start) for w in self.workers])
+        self.last_copy_s = max(seconds)
         return SharedWeights(path, node_id, version)
 
     def weights_ref(self) -> Any:

@@ -11,7 +11,6 @@ Two transports, one per `LearnerGroupConfig.weight_transport`:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +18,14 @@ import numpy as np
 import torch
 from torch.distributed.tensor import DTensor, Shard
 
-from core.shared_weights import TensorSpec, create, layout, map_for_writing, new_path, write_rows
+from core.shared_weights import (
+    TensorSpec,
+    create,
+    layout,
+    map_for_writing,
+    new_path,
+    place_of_rows,
+)
 
 WeightTransport = Literal["shm", "object_store"]
 
@@ -29,31 +35,39 @@ def weight_specs(policy: torch.nn.Module) -> list[TensorSpec]:
     return layout([(name, p.dtype, tuple(p.shape)) for name, p in policy.named_parameters()])
 
 
-def create_shared(specs: Sequence[TensorSpec]) -> tuple[str, int]:
-    """A new, empty shared-memory weights file sized for `specs`: (path, data start)."""
+def create_shared(policy: torch.nn.Module) -> tuple[str, int]:
+    """A new, empty shared-memory weights file laid out for `policy`: (path, data start)."""
     path = new_path()
-    return str(path), create(path, specs)
+    return str(path), create(path, weight_specs(policy))
+
+
+CopyPlan = list[tuple[torch.Tensor, torch.Tensor]]  # (place in the mapped file, source rows)
 
 
 @torch.no_grad()
-def write_shards(
-    policy: torch.nn.Module, path: str, data_start: int, specs: Sequence[TensorSpec], rank: int
-) -> int:
-    """Copy this rank's rows of every parameter into the shared file; returns bytes written."""
+def copy_plan(policy: torch.nn.Module, path: str, data_start: int, rank: int) -> CopyPlan:
+    """Where each of this rank's shard rows goes in the shared file. Built once per file: the
+    sources are the live local shards (the optimizer updates them in place) and the places
+    are views of one lasting mapping, so each export is only the copies."""
     if not Path(path).exists():
         raise FileNotFoundError(
             f"shared weights file {path} is on another node than learner rank {rank}: "
             "with learner ranks on several nodes set learner.weight_transport = 'object_store'"
         )
-    mapped, written = map_for_writing(Path(path)), 0
-    params = list(policy.named_parameters())
-    for spec, (name, param) in zip(specs, params, strict=True):
-        assert spec.name == name, f"layout order differs: {spec.name} vs {name}"
+    mapped, plan = map_for_writing(Path(path)), []
+    params = list(policy.parameters())
+    for spec, param in zip(weight_specs(policy), params, strict=True):
         row, local = shard_rows(param.detach(), rank)
-        if local is not None:
-            write_rows(mapped, data_start, spec, row, local)
-            written += local.numel() * local.element_size()
-    return written
+        if local is not None and local.numel():
+            plan.append((place_of_rows(mapped, data_start, spec, row, local), local))
+    return plan
+
+
+@torch.no_grad()
+def write_shards(plan: CopyPlan) -> None:
+    """Copy this rank's current shard rows into the shared file."""
+    for place, local in plan:
+        place.copy_(local)
 
 
 def shard_rows(param: torch.Tensor, rank: int) -> tuple[int, torch.Tensor | None]:

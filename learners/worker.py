@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import socket
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -20,12 +21,11 @@ import torch.distributed as dist
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
-from core.shared_weights import TensorSpec
 from learners.batch import MicroBatch, TrainRow, micro_batch
 from learners.checkpoint import export_hf, load_sharded, save_sharded
 from learners.config import LearnerConfig, OptimConfig
 from learners.grpo import Normalizer, aggregate, entropy, grpo_loss, token_logprobs
-from learners.weight_export import create_shared, full_arrays, weight_specs, write_shards
+from learners.weight_export import CopyPlan, copy_plan, create_shared, full_arrays, write_shards
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class LearnerWorker:
 
     def __init__(self, config: LearnerConfig, rank: int, world_size: int) -> None:
         self.config, self.rank, self.world_size = config, rank, world_size
+        self._plans: dict[str, CopyPlan] = {}  # shared weights file -> where this rank writes
 
     def rendezvous(self) -> str:
         """`host:port` on this node where rank 0 will accept the group (ask rank 0)."""
@@ -128,23 +129,24 @@ class LearnerWorker:
         must call it: each parameter is gathered with a collective."""
         return full_arrays(self.policy, self.rank)
 
-    def weight_specs(self) -> list[TensorSpec]:
-        """The layout of the full weights in a shared-memory file (no collective)."""
-        return weight_specs(self.policy)
-
-    def create_shared(self, specs: list[TensorSpec]) -> tuple[str, int, str]:
+    def create_shared(self) -> tuple[str, int, str]:
         """(path, data start, node id) of a new shared weights file on this rank's node."""
         import ray
 
-        return *create_shared(specs), ray.get_runtime_context().get_node_id()
+        return *create_shared(self.policy), ray.get_runtime_context().get_node_id()
 
-    def write_shared(self, path: str, data_start: int, specs: list[TensorSpec]) -> int:
-        """Copy this rank's shard rows into the shared file; returns the bytes written."""
-        return write_shards(self.policy, path, data_start, specs, self.rank)
+    def write_shared(self, path: str, data_start: int) -> float:
+        """Copy this rank's shard rows into the shared file; returns the seconds it took."""
+        if path not in self._plans:
+            self._plans[path] = copy_plan(self.policy, path, data_start, self.rank)
+        start = time.perf_counter()
+        write_shards(self._plans[path])
+        return time.perf_counter() - start
 
     def remove_files(self, paths: list[str]) -> None:
         """Delete files on this rank's node (shared weights no reader needs any more)."""
         for path in paths:
+            self._plans.pop(path, None)
             Path(path).unlink(missing_ok=True)
 
     def save(self, path: str, extra: dict[str, Any]) -> None:

@@ -14,8 +14,8 @@ from core.shared_weights import (
     layout,
     map_for_writing,
     new_path,
+    place_of_rows,
     read_layout,
-    write_rows,
 )
 
 
@@ -37,7 +37,7 @@ def fill(path: Path, weights: dict[str, torch.Tensor], world: int) -> None:
     for spec, tensor in zip(specs, weights.values(), strict=True):
         rows = 0
         for chunk in torch.chunk(tensor, world):
-            write_rows(mapped, data_start, spec, rows, chunk)
+            place_of_rows(mapped, data_start, spec, rows, chunk).copy_(chunk)
             rows += chunk.shape[0]
 
 
@@ -77,9 +77,9 @@ def test_rows_that_do_not_fit_are_refused(tmp_path: Path) -> None:
     data_start = create(path, specs)
     mapped = map_for_writing(path)
     with pytest.raises(ValueError, match="a: rows 3"):
-        write_rows(mapped, data_start, specs[0], 3, torch.zeros(2, 2))
+        place_of_rows(mapped, data_start, specs[0], 3, torch.zeros(2, 2))
     with pytest.raises(ValueError, match="do not fit"):
-        write_rows(mapped, data_start, specs[0], 0, torch.zeros(1, 2, dtype=torch.float64))
+        place_of_rows(mapped, data_start, specs[0], 0, torch.zeros(1, 2, dtype=torch.float64))
 
 
 def test_misaligned_mixed_dtypes_are_refused() -> None:

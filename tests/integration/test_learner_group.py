@@ -75,24 +75,22 @@ def test_resume_from_a_checkpoint_is_exact(
     for _ in range(3):
         group.step(rows)
     group.save(tmp_path / "step3", {"data_cursor": 12})
-    paths = []
-    for version in range(2):
+    paths, after = [], []
+    for version in range(3):  # steps 4, 5 and 6
         group.step(rows)
-        # Shared files take turns (versions 0 and 2 share one); each holds that step's weights.
+        after.append(weights(group))
         shared = group.export_weights(version)
-        assert max_diff({n: t.numpy() for n, t in shared.tensors()}, weights(group)) == 0.0
+        assert max_diff({n: t.numpy() for n, t in shared.tensors()}, after[-1]) == 0.0
         paths.append(shared.path)
-    shared = group.export_weights(2)
-    assert shared.path == paths[0] != paths[1]
-    straight = weights(group)
-    assert max_diff({n: t.numpy() for n, t in shared.tensors()}, straight) == 0.0
+    # The two files take turns: the one reused for version 2 holds step 6, not its step 4.
+    assert paths[2] == paths[0] != paths[1]
     group.shutdown()
 
     resumed = make_learner_group(config, 2, RANK)
     assert resumed.load(tmp_path / "step3") == {"data_cursor": 12}
     for _ in range(2):
         resumed.step(rows)
-    assert max_diff(weights(resumed), straight) == 0.0
+    assert max_diff(weights(resumed), after[1]) == 0.0  # step 5
     resumed.shutdown()
 
 
