@@ -12,17 +12,14 @@ processes a block once all of its weights have arrived.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
 from safetensors.torch import safe_open, save_file
 
+from core.shm_files import new_file
 from core.weight_names import module_of, to_checkpoint_name
-
-SHM = Path("/dev/shm")
 
 
 def buckets(
@@ -49,12 +46,11 @@ def buckets(
 
 
 def write_bucket(bucket: dict[str, torch.Tensor]) -> Path:
-    """One bucket as a safetensors file in shared memory (a temp dir where there is none)."""
-    folder = SHM if SHM.is_dir() and os.access(SHM, os.W_OK) else Path(tempfile.gettempdir())
-    fd, path = tempfile.mkstemp(prefix="ergo-weights-", suffix=".safetensors", dir=folder)
-    os.close(fd)
-    save_file(bucket, path)
-    return Path(path)
+    """One bucket as a safetensors file in shared memory, held by this process until
+    `core.shm_files.release` (removed by the next job's sweep if this one dies first)."""
+    path = new_file()
+    save_file(bucket, str(path))
+    return path
 
 
 class WeightReceiver:

@@ -9,7 +9,8 @@ weights, then times syncs per transport exactly as the train loop runs them:
 /dev/shm; object_store: gather to rank 0, into Ray's object store) and `load` =
 `pool.publish_weights` (every worker maps or fetches the weights and loads them into its engine).
 Two untimed syncs per transport warm up each side (and allocate both shared files); then the
-fastest of 3 timed syncs is reported. The baseline copies the model's bytes once with numpy (best of 3): the physical limit here.
+fastest of 3 timed syncs is reported. The baseline copies the model's bytes once with numpy
+(best of 3): the physical limit here.
 `move x` is export over that copy (the transport: after it, every worker on the node can read
 the weights in place); `total x` adds the engines' own loading (vLLM's CPU backend repacks
 weights as it loads). Two more columns split the shm export: `ranks s`, the slowest rank's own

@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import struct
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-SHM = Path("/dev/shm")
 _DTYPES = {
     torch.float32: "F32",
     torch.bfloat16: "BF16",
@@ -68,12 +65,6 @@ class SharedWeights:
             dtype = _BY_NAME[spec.dtype]
             view = raw[data_start + spec.start : data_start + spec.end].view(dtype)
             yield spec.name, view.view(spec.shape)
-
-
-def new_path(prefix: str = "ergo-weights") -> Path:
-    """A fresh file name in shared memory (a temp dir where there is none)."""
-    folder = SHM if SHM.is_dir() and os.access(SHM, os.W_OK) else Path("/tmp")
-    return folder / f"{prefix}-{uuid.uuid4().hex[:12]}.safetensors"
 
 
 def layout(tensors: Sequence[tuple[str, torch.dtype, tuple[int, ...]]]) -> list[TensorSpec]:

@@ -23,9 +23,9 @@ from core.shared_weights import (
     create,
     layout,
     map_for_writing,
-    new_path,
     place_of_rows,
 )
+from core.shm_files import new_file
 
 WeightTransport = Literal["shm", "object_store"]
 
@@ -37,7 +37,7 @@ def weight_specs(policy: torch.nn.Module) -> list[TensorSpec]:
 
 def create_shared(policy: torch.nn.Module) -> tuple[str, int]:
     """A new, empty shared-memory weights file laid out for `policy`: (path, data start)."""
-    path = new_path()
+    path = new_file()
     return str(path), create(path, weight_specs(policy))
 
 

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
+from core.shm_files import release
 from learners.batch import MicroBatch, TrainRow, micro_batch
 from learners.checkpoint import export_hf, load_sharded, save_sharded
 from learners.config import LearnerConfig, OptimConfig
@@ -147,7 +148,7 @@ class LearnerWorker:
         """Delete files on this rank's node (shared weights no reader needs any more)."""
         for path in paths:
             self._plans.pop(path, None)
-            Path(path).unlink(missing_ok=True)
+            release(path)
 
     def save(self, path: str, extra: dict[str, Any]) -> None:
         save_sharded(self, Path(path), extra)

@@ -13,7 +13,6 @@ from core.shared_weights import (
     create,
     layout,
     map_for_writing,
-    new_path,
     place_of_rows,
     read_layout,
 )
@@ -91,9 +90,3 @@ def test_a_file_on_another_node_says_which_transport_to_use(tmp_path: Path) -> N
     shared = SharedWeights(str(tmp_path / "gone.safetensors"), "node-7", 4)
     with pytest.raises(FileNotFoundError, match=r"node-7.*object_store"):
         next(shared.tensors())
-
-
-def test_new_paths_are_in_shared_memory_and_unique() -> None:
-    a, b = new_path(), new_path()
-    assert a != b and a.suffix == ".safetensors"
-    assert a.parent == Path("/dev/shm") or not Path("/dev/shm").is_dir()
