@@ -13,7 +13,7 @@ reference in tests).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -119,8 +119,13 @@ class Engine(Protocol):
 
     weight_version: int
 
-    def generate(self, prompts: list[TokenPrompt], sampling: Sampling) -> list[list[Completion]]:
-        """`sampling.n` completions for each prompt, in prompt order."""
+    def generate(
+        self, prompts: list[TokenPrompt], sampling: Sampling, seeds: Sequence[int] | None = None
+    ) -> list[list[Completion]]:
+        """`sampling.n` completions for each prompt, in prompt order. With `seeds` (one per
+        prompt) prompt i samples from its own generator seeded `seeds[i]` (as vLLM does: the
+        k-th of n completions from `seeds[i] + k`), whatever else the engine runs before or
+        beside it; otherwise from `sampling.seed` or the engine's own stream."""
         ...
 
     def score(self, prompts: list[TokenPrompt]) -> list[Scored]:
@@ -134,3 +139,9 @@ class Engine(Protocol):
         ...
 
     def shutdown(self) -> None: ...
+
+
+def check_seeds(prompts: Sequence[TokenPrompt], seeds: Sequence[int] | None) -> None:
+    """Per-prompt seeds, when given, must be one per prompt."""
+    if seeds is not None and len(seeds) != len(prompts):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")

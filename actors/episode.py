@@ -8,6 +8,7 @@ sample that cannot run yields `group_size` trajectories carrying the failure rea
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -48,6 +49,11 @@ class EpisodeConfig(BaseModel):
     """Sampling temperature of both turns."""
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     """Nucleus sampling threshold of both turns."""
+    seed: int | None = 0
+    """Every request samples from its own seed, derived from this one, the weight version, the
+    sample id, the turn and the group index: a trajectory comes out the same whichever worker
+    runs it and whatever ran before it, so a run resumed at step k samples as the
+    uninterrupted run did. None: the engines' own random streams."""
 
 
 @dataclass
@@ -76,20 +82,26 @@ class EpisodeRunner:
         cfg = self.config
         prepared = [self._prepare(s) for s in samples]
         ready = [(i, p) for i, p in enumerate(prepared) if p.failure is None]
+        version = engine.weight_version
         start = time.perf_counter()
         firsts = engine.generate(
             [TokenPrompt(p.prompt_ids or [], [p.coarse]) for _, p in ready if p.coarse],
             self._sampling(cfg.group_size),
+            request_seeds(cfg.seed, version, [(p.sample.id, 1, 0) for _, p in ready]),
         )
         time1 = time.perf_counter() - start
-        version = engine.weight_version
         pending = [
             (i, *self._second_turn(p, g, first, version))
             for (i, p), group in zip(ready, firsts, strict=True)
             for g, first in enumerate(group)
         ]
         start = time.perf_counter()
-        seconds = engine.generate([prompt for _, _, prompt, _ in pending], self._sampling(1))
+        turns = [(t.sample.id, 2, t.group_index) for _, t, _, _ in pending]
+        seconds = engine.generate(
+            [prompt for _, _, prompt, _ in pending],
+            self._sampling(1),
+            request_seeds(cfg.seed, version, turns),
+        )
         time2 = time.perf_counter() - start
         done: dict[int, list[Trajectory]] = {}
         for (i, t, prompt, first), [second] in zip(pending, seconds, strict=True):
@@ -165,6 +177,18 @@ def episode_sampling(config: EpisodeConfig, chat: ChatTokens, n: int) -> Samplin
         n=n,
         banned_token_ids=chat.vision_token_ids,
     )
+
+
+def request_seeds(
+    seed: int | None, version: int, requests: list[tuple[str, int, int]]
+) -> list[int] | None:
+    """One sampling seed per (sample id, turn, group index) request at this weight version,
+    stable across processes and runs (a hash, not Python's salted `hash`); None without a
+    run seed. 31 bits, so that vLLM's `seed + k` for the k-th of n completions stays small."""
+    if seed is None:
+        return None
+    keys = (f"{seed}/{version}/{sample}/{turn}/{g}".encode() for sample, turn, g in requests)
+    return [int.from_bytes(hashlib.blake2b(k, digest_size=4).digest()) >> 1 for k in keys]
 
 
 def failed_group(sample: Sample, group_size: int, version: int, reason: str) -> list[Trajectory]:

@@ -10,7 +10,7 @@ top-p, so they equal what `score` computes for the same tokens with one forward 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -23,6 +23,7 @@ from actors.engine import (
     Sampling,
     Scored,
     TokenPrompt,
+    check_seeds,
     set_cpu_threads,
 )
 from core.model_inputs import model_inputs
@@ -100,15 +101,24 @@ class HFEngine:
         return scored
 
     @torch.no_grad()
-    def generate(self, prompts: list[TokenPrompt], sampling: Sampling) -> list[list[Completion]]:
-        """`sampling.n` completions per prompt, in prompt order; temperature 0 is greedy."""
+    def generate(
+        self, prompts: list[TokenPrompt], sampling: Sampling, seeds: Sequence[int] | None = None
+    ) -> list[list[Completion]]:
+        """`sampling.n` completions per prompt, in prompt order; temperature 0 is greedy. With
+        `seeds`, prompt i's n completions come from a generator seeded `seeds[i]`."""
+        check_seeds(prompts, seeds)
         seed = sampling.seed
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,), generator=self.rng))
         cuda = [self.device] if self.device.type == "cuda" else []
+        out = []
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
-            return [self._generate_one(prompt, sampling) for prompt in prompts]
+            for i, prompt in enumerate(prompts):
+                if seeds is not None:
+                    torch.manual_seed(seeds[i])
+                out.append(self._generate_one(prompt, sampling))
+        return out
 
     def _generation_config(self, sampling: Sampling) -> GenerationConfig:
         """The call's settings; top_k=0 turns off transformers' default top-k of 50."""

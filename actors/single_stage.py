@@ -25,7 +25,13 @@ from PIL import Image
 
 from actors.chat_tokens import ChatTokens
 from actors.engine import Completion, Engine, TokenPrompt
-from actors.episode import EpisodeConfig, EpisodeRunner, episode_sampling, failed_group
+from actors.episode import (
+    EpisodeConfig,
+    EpisodeRunner,
+    episode_sampling,
+    failed_group,
+    request_seeds,
+)
 from core.geometry import resize_to_budget, vision_tokens
 from core.prompts import PromptTemplates, verifier_messages
 from core.sample import Sample, SampleError
@@ -75,9 +81,10 @@ class SingleStageRunner:
         sampling = episode_sampling(cfg, self.chat, cfg.group_size)
         start = time.perf_counter()
         prompts = [TokenPrompt(p.prompt_ids or [], [p.image]) for _, p in ready if p.image]
-        groups = engine.generate(prompts, sampling) if prompts else []
-        seconds = time.perf_counter() - start
         version = engine.weight_version
+        seeds = request_seeds(cfg.seed, version, [(p.sample.id, 1, 0) for _, p in ready if p.image])
+        groups = engine.generate(prompts, sampling, seeds) if prompts else []
+        seconds = time.perf_counter() - start
         done = {
             i: [self._trajectory(p, g, c, version, seconds) for g, c in enumerate(group)]
             for (i, p), group in zip(ready, groups, strict=True)

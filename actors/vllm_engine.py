@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -20,9 +20,11 @@ from actors.engine import (
     Sampling,
     Scored,
     TokenPrompt,
+    check_seeds,
     set_cpu_threads,
 )
 from actors.vllm_weights import buckets, write_bucket
+from core.shm_files import release
 
 logger = logging.getLogger(__name__)
 
@@ -66,20 +68,26 @@ class VLLMEngine:
         hf_config = self.llm.llm_engine.model_config.hf_config
         self.tied_embeddings = bool(getattr(hf_config, "tie_word_embeddings", False))
 
-    def generate(self, prompts: list[TokenPrompt], sampling: Sampling) -> list[list[Completion]]:
+    def generate(
+        self, prompts: list[TokenPrompt], sampling: Sampling, seeds: Sequence[int] | None = None
+    ) -> list[list[Completion]]:
         from vllm import SamplingParams
 
-        params = SamplingParams(
-            n=sampling.n,
-            max_tokens=sampling.max_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            seed=sampling.seed,
-            logprobs=0,  # of the raw model distribution, before the bias below
-            logit_bias={t: -100.0 for t in sampling.banned_token_ids} or None,
-            detokenize=False,  # we decode ourselves; vLLM's per-logprob decoding costs ~20%
-        )
-        outputs = self.llm.generate([_vllm_prompt(p) for p in prompts], params, use_tqdm=False)
+        def params(seed: int | None) -> SamplingParams:
+            return SamplingParams(
+                n=sampling.n,
+                max_tokens=sampling.max_tokens,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                seed=seed,  # n > 1: vLLM seeds the k-th completion with seed + k
+                logprobs=0,  # of the raw model distribution, before the bias below
+                logit_bias={t: -100.0 for t in sampling.banned_token_ids} or None,
+                detokenize=False,  # we decode ourselves; vLLM's per-logprob decoding costs ~20%
+            )
+
+        check_seeds(prompts, seeds)
+        each = [params(seed) for seed in seeds] if seeds is not None else params(sampling.seed)
+        outputs = self.llm.generate([_vllm_prompt(p) for p in prompts], each, use_tqdm=False)
         return [[_completion(c) for c in out.outputs] for out in outputs]
 
     def score(self, prompts: list[TokenPrompt]) -> list[Scored]:
@@ -103,7 +111,7 @@ class VLLMEngine:
             try:
                 self.llm.collective_rpc("load_weights_file", args=(str(path),))
             finally:
-                path.unlink(missing_ok=True)
+                release(path)
         # Stale KV from old weights must not be reused; the encoder cache holds old image features.
         self.reset_caches()
         self.weight_version = version

@@ -73,7 +73,8 @@ class LoopConfig(BaseModel):
     run_dir: str = "runs/train"
     """Checkpoints, the resolved config, and the default MLflow store go here."""
     seed: int = 0
-    """Seeds the driver's shuffling and the rollout sampling."""
+    """Seeds the driver's shuffling and, unless `rollout.episode.seed` is set, the rollout
+    sampling (per-request seeds; see `EpisodeConfig.seed`)."""
 
 
 class LearnerGroupConfig(BaseModel):
@@ -144,6 +145,19 @@ class TrainConfig(BaseModel):
         verifier = rewards.get("verifier") if isinstance(rewards, dict) else None
         if isinstance(verifier, dict):
             verifier.setdefault("engine", {}).setdefault("model", model)
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_seed(cls, data: Any) -> Any:
+        """`train.seed` seeds the rollout sampling too, unless the episode has its own."""
+        if not isinstance(data, dict):
+            return data
+        train, rollout = data.get("train", {}), data.setdefault("rollout", {})
+        if isinstance(train, dict) and isinstance(rollout, dict):
+            episode = rollout.setdefault("episode", {})
+            if isinstance(episode, dict):
+                episode.setdefault("seed", train.get("seed", LoopConfig().seed))
         return data
 
     @property

@@ -145,6 +145,24 @@ def test_same_seed_reproduces_the_same_tokens(engine: HFEngine, tiny_processor: 
     assert tokens(None) != tokens(None)
 
 
+def test_per_prompt_seeds_sample_alike_whatever_runs_beside_them(
+    engine: HFEngine, tiny_processor: Any
+) -> None:
+    a, b = image_prompt(tiny_processor), text_prompt(tiny_processor)
+    sampling = Sampling(max_tokens=12, temperature=1.0, n=2)
+
+    def tokens(prompts: list[TokenPrompt], seeds: list[int]) -> list[list[list[int]]]:
+        return [[c.token_ids for c in cs] for cs in engine.generate(prompts, sampling, seeds)]
+
+    together = tokens([a, b], [11, 12])
+    engine.generate([b], sampling)  # moves the engine's own stream
+    assert tokens([b], [12]) == together[1:]
+    assert tokens([b, a], [12, 11]) == together[::-1]
+    assert tokens([b], [13]) != together[1:]
+    with pytest.raises(ValueError, match="1 seeds for 2 prompts"):
+        engine.generate([a, b], sampling, [1])
+
+
 def test_greedy_gives_n_identical_completions(engine: HFEngine, tiny_processor: Any) -> None:
     prompt = image_prompt(tiny_processor)
 

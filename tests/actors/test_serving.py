@@ -47,7 +47,9 @@ class ScriptedEngine:
     weight_version: int = 0
     calls: list[tuple[list[TokenPrompt], Sampling]] = field(default_factory=list)
 
-    def generate(self, prompts: list[TokenPrompt], sampling: Sampling) -> list[list[Completion]]:
+    def generate(
+        self, prompts: list[TokenPrompt], sampling: Sampling, seeds: Any = None
+    ) -> list[list[Completion]]:
         if self.fail:
             raise RuntimeError("engine died")
         self.calls.append((prompts, sampling))

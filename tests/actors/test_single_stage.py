@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 from transformers import AutoTokenizer
 
 from actors.chat_tokens import ChatTokens
 from actors.engine import Completion, Sampling, TokenPrompt
-from actors.episode import EpisodeConfig, EpisodeRunner
+from actors.episode import EpisodeConfig, EpisodeRunner, request_seeds
 from actors.single_stage import SingleStageRunner, make_runner
 from core.geometry import fit_to_budget, vision_tokens
 from core.prompts import PromptTemplates
@@ -26,10 +27,12 @@ class RecordingEngine:
 
     def __init__(self, reply_ids: list[int]) -> None:
         self.reply_ids = reply_ids
-        self.calls: list[tuple[list[TokenPrompt], Sampling]] = []
+        self.calls: list[tuple[list[TokenPrompt], Sampling, Any]] = []
 
-    def generate(self, prompts: list[TokenPrompt], sampling: Sampling) -> list[list[Completion]]:
-        self.calls.append((prompts, sampling))
+    def generate(
+        self, prompts: list[TokenPrompt], sampling: Sampling, seeds: Any = None
+    ) -> list[list[Completion]]:
+        self.calls.append((prompts, sampling, seeds))
         reply = Completion(self.reply_ids, [-0.5] * len(self.reply_ids), "stop")
         return [[reply] * sampling.n for _ in prompts]
 
@@ -52,8 +55,10 @@ def test_whole_image_at_the_cap_and_the_full_question(chat: ChatTokens) -> None:
 
     trajectories = runner.run(engine, samples)
 
-    [(prompts, sampling)] = engine.calls
+    [(prompts, sampling, seeds)] = engine.calls
     assert sampling.temperature == 0.0 and sampling.n == 1
+    assert seeds == request_seeds(0, 3, [(s.id, 1, 0) for s in samples])  # the run's seed 0
+    assert len(set(seeds)) == len(samples)
     assert set(chat.vision_token_ids) <= set(sampling.banned_token_ids)
     expected_size = fit_to_budget(2048, 1536, 300)
     for prompt, sample, t in zip(prompts, samples, trajectories, strict=True):

@@ -30,9 +30,9 @@ class Recording:
     engine: Any
     prompts: list[TokenPrompt] = field(default_factory=list)
 
-    def generate(self, prompts: list[TokenPrompt], sampling: Any) -> Any:
+    def generate(self, prompts: list[TokenPrompt], sampling: Any, seeds: Any = None) -> Any:
         self.prompts.extend(prompts)
-        return self.engine.generate(prompts, sampling)
+        return self.engine.generate(prompts, sampling, seeds)
 
     def shutdown(self) -> None:
         self.engine.shutdown()

@@ -67,6 +67,23 @@ def test_two_images_in_a_two_turn_conversation(
     )
 
 
+def test_per_prompt_seeds_sample_alike_alone_or_in_a_batch(
+    engine: VLLMEngine, two_turn_prompt: TokenPrompt, tiny_processor
+) -> None:
+    chat = ChatTokens(tiny_processor.tokenizer)
+    text = TokenPrompt(chat.prompt([{"role": "user", "content": "Name a colour."}]), [])
+    sampling = Sampling(max_tokens=12, temperature=1.0, n=2)
+
+    def tokens(prompts: list[TokenPrompt], seeds: list[int]) -> list[list[list[int]]]:
+        return [[c.token_ids for c in cs] for cs in engine.generate(prompts, sampling, seeds)]
+
+    together = tokens([text, two_turn_prompt], [21, 22])
+    engine.generate([two_turn_prompt], sampling)  # moves the engine's own stream
+    assert tokens([two_turn_prompt], [22]) == together[1:]
+    assert together[1][0] != together[1][1]  # the n children get seeds 22 and 23
+    assert tokens([two_turn_prompt], [23])[0][0] == together[1][1]
+
+
 def _max_diff(a: list[float], b: list[float]) -> float:
     assert len(a) == len(b)
     return max(abs(x - y) for x, y in zip(a, b, strict=True))

@@ -63,6 +63,13 @@ def test_dotted_overrides_are_typed() -> None:
     assert parse_overrides(["--a.b", "true", "--c", "[1, 2]"]) == [("a.b", True), ("c", [1, 2])]
 
 
+def test_the_run_seed_seeds_the_rollout_unless_the_episode_has_its_own() -> None:
+    demo = CONFIGS[0].parent / "demo.toml"
+    assert load_config(demo, ["--train.seed", "7"]).episode.seed == 7
+    both = ["--train.seed", "7", "--rollout.episode.seed", "3"]
+    assert load_config(demo, both).episode.seed == 3
+
+
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [
