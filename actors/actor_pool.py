@@ -74,6 +74,7 @@ class _Call:
 
     failed: Failed
     queue: deque[_Chunk]
+    method: str
     results: dict[int, list[Any]] = field(default_factory=dict)
     inflight: dict[Any, tuple[int, _Chunk]] = field(default_factory=dict)
 
@@ -114,11 +115,13 @@ class ActorPool:
             ray.get(slot.ready)
             slot.is_ready = True
 
-    def map(self, items: list[Any], failed: Failed) -> list[Any]:
-        """Results for every item, in item order (chunks that keep failing: `failed(chunk)`)."""
+    def map(self, items: list[Any], failed: Failed, method: str | None = None) -> list[Any]:
+        """Results for every item, in item order (chunks that keep failing: `failed(chunk)`),
+        from the pool's `method` or another actor method that takes a chunk of items."""
         size = self.config.chunk_size
         starts = range(0, len(items), size)
-        call = _Call(failed, deque(_Chunk(i, items[s : s + size]) for i, s in enumerate(starts)))
+        chunks = deque(_Chunk(i, items[s : s + size]) for i, s in enumerate(starts))
+        call = _Call(failed, chunks, method or self.method)
         while call.queue or call.inflight:
             self._scale_up(len(call.queue))
             self._dispatch(call)
@@ -164,7 +167,7 @@ class ActorPool:
             chunk.attempts += 1
             slot = self.slots[wid]
             slot.outstanding += 1
-            ref = getattr(slot.handle, self.method).remote(chunk.items)
+            ref = getattr(slot.handle, call.method).remote(chunk.items)
             call.inflight[ref] = (wid, chunk)
 
     def _collect(self, ref: Any, call: _Call) -> None:

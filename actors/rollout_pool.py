@@ -16,6 +16,8 @@ import ray
 import torch
 
 from actors.actor_pool import ActorFactory, ActorPool, PoolConfig
+from actors.episode import EpisodeConfig
+from actors.rollout_worker import EpisodeRequest
 from core.sample import Sample
 from core.trajectory import Trajectory
 
@@ -43,15 +45,18 @@ class RolloutPool(ActorPool):
         ray.get([s.handle.update_weights.remote(version, weights) for s in self.slots.values()])
 
     def run(self, samples: list[Sample], group_size: int) -> list[Trajectory]:
-        """Trajectories for every sample (`group_size` each), in sample order."""
+        """Trajectories for every sample (`group_size` each, the workers' episode), in order."""
         version = self.weights[0] if self.weights else 0
+        return self.map(samples, lambda chunk, why: _failed(chunk, group_size, version, why))
 
-        def failed(chunk: list[Sample], reason: str) -> list[Trajectory]:
-            return [
-                Trajectory(s, g, version, failure=reason) for s in chunk for g in range(group_size)
-            ]
-
-        return self.map(samples, failed)
+    def run_with(self, samples: list[Sample], episode: EpisodeConfig) -> list[Trajectory]:
+        """Like `run`, with another episode (validation's greedy one, say) on the same engines."""
+        version = self.weights[0] if self.weights else 0
+        return self.map(
+            [EpisodeRequest(s, episode) for s in samples],
+            lambda chunk, why: _failed([r.sample for r in chunk], episode.group_size, version, why),
+            "run_requests",
+        )
 
     def _on_new_worker(self, handle: Any) -> None:
         if self.weights is not None:  # actor calls run in order: weights before any rollout
@@ -62,3 +67,8 @@ def _to_wire(tensor: torch.Tensor) -> np.ndarray | torch.Tensor:
     """numpy travels zero-copy through Ray's object store; dtypes numpy lacks stay tensors."""
     tensor = tensor.detach().to("cpu")
     return tensor if tensor.dtype == torch.bfloat16 else tensor.contiguous().numpy()
+
+
+def _failed(samples: list[Sample], group_size: int, version: int, reason: str) -> list[Trajectory]:
+    """A chunk that kept failing: every trajectory it owed, marked with the reason."""
+    return [Trajectory(s, g, version, failure=reason) for s in samples for g in range(group_size)]

@@ -65,7 +65,13 @@ class LoopConfig(BaseModel):
     prompts_per_step: int = Field(8, ge=1)
     """Samples per step; each yields `episode.group_size` trajectories."""
     val_every: int = Field(5, ge=1)
-    """Validation (greedy accuracy and vision tokens on the held-out split) every K steps."""
+    """Validation (accuracy, region score and vision tokens on the held-out split) every K
+    steps."""
+    val_temperature: float = Field(0.0, ge=0.0)
+    """Sampling temperature of validation episodes. 0 (greedy, one episode per sample): what
+    the served model would answer, the same every time for the same weights, so differences
+    between validation points come from the weights alone. Above 0: `episode.group_size`
+    episodes per sample, as in training."""
     checkpoint_every: int = Field(5, ge=1)
     """Sharded checkpoint every K steps (and at the end)."""
     samples_every: int = Field(5, ge=1)

@@ -25,6 +25,7 @@ import ray
 import torch
 from tqdm import tqdm
 
+from actors.episode import EpisodeConfig
 from core.dataset import iter_samples
 from core.sample import Sample
 from core.synthetic import generate
@@ -121,10 +122,11 @@ class Trainer:
         return metrics, trajectories, results
 
     def validate(self) -> dict[str, float]:
-        """Accuracy, region score and vision tokens on the held-out split (G samples each)."""
+        """Accuracy, region score and vision tokens on the held-out split
+        (`train.val_temperature`: greedy, one episode each, by default)."""
         if not self.val_samples:
             return {}
-        trajectories = self.rollout.run(self.val_samples, self.config.episode.group_size)
+        trajectories = self.rollout.run_with(self.val_samples, validation_episode(self.config))
         scored = reward_metrics(self.rewards.score(trajectories))
         stats = rollout_metrics(trajectories, 1.0)
         return {
@@ -280,3 +282,10 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def validation_episode(config: TrainConfig) -> EpisodeConfig:
+    """The training episode at `train.val_temperature`; greedy runs one episode per sample."""
+    temperature = config.train.val_temperature
+    group_size = config.episode.group_size if temperature > 0 else 1
+    return config.episode.model_copy(update={"temperature": temperature, "group_size": group_size})

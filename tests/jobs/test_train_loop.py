@@ -10,7 +10,7 @@ import pytest
 from core.synthetic import SyntheticConfig, generate
 from core.trajectory import Trajectory
 from jobs.config import load_config
-from jobs.train import next_batch, training_rows
+from jobs.train import next_batch, training_rows, validation_episode
 from rewards.registry import RewardResult
 
 DEMO = Path(__file__).parents[2] / "configs" / "demo.toml"
@@ -41,3 +41,11 @@ def test_training_rows_use_group_advantages_and_skip_failures() -> None:
     mean, std = 0.75, (((2 - 0.75) ** 2 + 0.75**2 + 0.25**2 + 0.75**2) / 4) ** 0.5
     expected = [(r - mean) / (std + 1e-6) for r in (2.0, 0.0, 1.0)]
     assert [r.advantage for r in rows] == pytest.approx(expected)
+
+
+def test_validation_is_greedy_once_per_sample_unless_told_otherwise() -> None:
+    greedy = validation_episode(load_config(DEMO))
+    assert greedy.temperature == 0.0 and greedy.group_size == 1
+    sampled = validation_episode(load_config(DEMO, ["--train.val_temperature", "0.7"]))
+    assert sampled.temperature == 0.7 and sampled.group_size == load_config(DEMO).episode.group_size
+    assert greedy.coarse_max_tokens == load_config(DEMO).episode.coarse_max_tokens  # same budgets
