@@ -228,6 +228,13 @@ def next_batch(
     return batch, cursor + size
 
 
+def validation_episode(config: TrainConfig) -> EpisodeConfig:
+    """The training episode at `train.val_temperature`; greedy runs one episode per sample."""
+    temperature = config.train.val_temperature
+    group_size = config.episode.group_size if temperature > 0 else 1
+    return config.episode.model_copy(update={"temperature": temperature, "group_size": group_size})
+
+
 def load_data(config: TrainConfig) -> tuple[list[Sample], list[Sample]]:
     data = config.data
     if data.source == "parquet":
@@ -282,10 +289,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def validation_episode(config: TrainConfig) -> EpisodeConfig:
-    """The training episode at `train.val_temperature`; greedy runs one episode per sample."""
-    temperature = config.train.val_temperature
-    group_size = config.episode.group_size if temperature > 0 else 1
-    return config.episode.model_copy(update={"temperature": temperature, "group_size": group_size})
