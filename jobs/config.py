@@ -67,6 +67,8 @@ class LoopConfig(BaseModel):
     val_every: int = Field(5, ge=1)
     """Validation (accuracy, region score and vision tokens on the held-out split) every K
     steps."""
+    val_before_train: bool = True
+    """Validate once before the first step (logged at step 0): the warm start's baseline."""
     val_temperature: float = Field(0.0, ge=0.0)
     """Sampling temperature of validation episodes. 0 (greedy, one episode per sample): what
     the served model would answer, the same every time for the same weights, so differences

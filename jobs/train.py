@@ -76,6 +76,8 @@ class Trainer:
         self.rewards.wait_ready()
         bar = tqdm(range(step + 1, cfg.steps + 1), initial=step, total=cfg.steps, desc="train")
         try:
+            if step == 0 and cfg.val_before_train:  # the baseline every later point compares with
+                self._log(tracker, self.validate(), 0)
             for step in bar:
                 batch, cursor = next_batch(
                     self.train_samples, cursor, cfg.prompts_per_step, cfg.seed
