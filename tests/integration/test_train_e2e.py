@@ -105,6 +105,8 @@ def test_two_steps_end_to_end(mlflow_server: str, warm_model: Path, tmp_path: Pa
         assert all(math.isfinite(m.value) for m in history), key
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "reward/total")]
     assert steps == [1, 2]
+    val_steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/accuracy")]
+    assert sorted(val_steps) == [0, 2]  # the warm start's baseline, then every val_every
     assert (
         client.get_metric_history(run.info.run_id, "learner/logprob_mismatch_max")[0].value < 1e-3
     )
