@@ -58,7 +58,8 @@ def test_masked_tokens_change_neither_loss_nor_gradients(
 ) -> None:
     norm = normalizer(rows[:2])
     loss, grads = _loss_and_grads(worker, rows[:2], norm)
-    assert loss != 0.0
+    # Not the loss: at ratio 1, advantages +1 and -1 on rows of equal length cancel it exactly.
+    assert max(g.abs().max().item() for g in grads.values()) > 0
     # Garbage where the mask is 0: the old logprobs of prompt and image-placeholder tokens...
     noisy = [
         dataclasses.replace(
