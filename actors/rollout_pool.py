@@ -44,14 +44,19 @@ class RolloutPool(ActorPool):
         self.weights = (version, weights)
         ray.get([s.handle.update_weights.remote(version, weights) for s in self.slots.values()])
 
+    @property
+    def version(self) -> int:
+        """The weight version the workers serve (0 before any publish)."""
+        return self.weights[0] if self.weights else 0
+
     def run(self, samples: list[Sample], group_size: int) -> list[Trajectory]:
         """Trajectories for every sample (`group_size` each, the workers' episode), in order."""
-        version = self.weights[0] if self.weights else 0
+        version = self.version
         return self.map(samples, lambda chunk, why: _failed(chunk, group_size, version, why))
 
     def run_with(self, samples: list[Sample], episode: EpisodeConfig) -> list[Trajectory]:
         """Like `run`, with another episode (validation's greedy one, say) on the same engines."""
-        version = self.weights[0] if self.weights else 0
+        version = self.version
         return self.map(
             [EpisodeRequest(s, episode) for s in samples],
             lambda chunk, why: _failed([r.sample for r in chunk], episode.group_size, version, why),

@@ -79,10 +79,10 @@ class SingleStageRunner:
         prepared = [self._prepare(s) for s in samples]
         ready = [(i, p) for i, p in enumerate(prepared) if p.failure is None]
         sampling = episode_sampling(cfg, self.chat, cfg.group_size)
+        version = engine.weight_version
+        seeds = request_seeds(cfg.seed, version, [(p.sample.id, 1, 0) for _, p in ready])
         start = time.perf_counter()
         prompts = [TokenPrompt(p.prompt_ids or [], [p.image]) for _, p in ready if p.image]
-        version = engine.weight_version
-        seeds = request_seeds(cfg.seed, version, [(p.sample.id, 1, 0) for _, p in ready if p.image])
         groups = engine.generate(prompts, sampling, seeds) if prompts else []
         seconds = time.perf_counter() - start
         done = {

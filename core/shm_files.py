@@ -2,11 +2,11 @@
 
 A job killed with SIGKILL cannot remove its files, and `/dev/shm` is RAM. So every file made
 here is held, for as long as its maker needs it, by a shared `flock` on an open descriptor; the
-kernel drops that lock when the process dies, however it dies. Before making a new file,
-`new_file` sweeps the folder: a file of ours that nobody holds and that is older than
-`STALE_AFTER_S` (never one another process is creating right now) was left by a dead process,
-and goes. Locks work across processes and PID namespaces that share the folder, so a live
-job's files are never taken, wherever it runs.
+kernel drops that lock when the process dies, however it dies. Before a process makes its
+first file in a folder, `new_file` sweeps it: a file of ours that nobody holds and that is
+older than `STALE_AFTER_S` (never one another process is creating right now) was left by a dead
+process, and goes. Locks work across processes and PID namespaces that share the folder, so a
+live job's files are never taken, wherever it runs.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ SHM = Path("/dev/shm")
 PREFIX = "ergo-weights"
 STALE_AFTER_S = 60.0
 _held: dict[str, int] = {}  # path -> open descriptor holding the shared lock
+_swept: set[Path] = set()  # folders this process has swept
 
 
 def folder() -> Path:
@@ -32,9 +33,12 @@ def folder() -> Path:
 
 
 def new_file(where: Path | None = None) -> Path:
-    """A new, empty file held by this process until `release`; stale files go first."""
+    """A new, empty file held by this process until `release`; the first one in a folder
+    sweeps it of stale files (files a dead job left were there before this process began)."""
     where = where or folder()
-    sweep_stale(where)
+    if where not in _swept:
+        sweep_stale(where)
+        _swept.add(where)
     path = where / f"{PREFIX}-{uuid.uuid4().hex[:12]}.safetensors"
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     fcntl.flock(fd, fcntl.LOCK_SH)
