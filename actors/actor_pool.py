@@ -6,7 +6,11 @@ outstanding work, and results are gathered back in item order. When the backlog 
 resources on a cluster); idle actors above `min_workers` are released by `scale_down_idle`.
 An actor that dies is replaced and its chunks run again elsewhere; a chunk that keeps failing
 is turned into failure records by the caller's `failed`, so a call never silently loses items.
-The rollout pool and the reward pool are this pool with their own method and failure records.
+Nothing waits forever: an actor that holds a chunk past `request_timeout_s`, or that is not up
+within `start_timeout_s`, counts as stuck and is killed and replaced; after a chunk fails, the
+actor's `health()` must answer within `health_timeout_s` or it is replaced too (a dead engine
+reports itself there). The rollout pool and the reward pool are this pool with their own
+method and failure records.
 """
 
 from __future__ import annotations
@@ -47,7 +51,17 @@ class PoolConfig(BaseModel):
     idle_timeout_s: float = Field(60.0, ge=0.0)
     """Idle time after which an actor above the minimum is released."""
     max_attempts: int = Field(3, ge=1)
-    """Tries per chunk (an actor death counts) before its items are marked failed."""
+    """Tries per chunk (an actor death counts) before its items are marked failed; also the
+    starts in a row that may fail before the pool gives up with an error."""
+    request_timeout_s: float = Field(900.0, gt=0.0)
+    """Longest an actor may hold one chunk, from dispatch (queueing on the actor included), or
+    one broadcast call (a weight load). Past it the actor counts as stuck: it is killed and
+    replaced, and its chunks run elsewhere."""
+    start_timeout_s: float = Field(900.0, gt=0.0)
+    """Longest a new actor may take to become ready (its engine loads the model)."""
+    health_timeout_s: float = Field(60.0, gt=0.0)
+    """Longest an actor's health probe may take after one of its chunks failed; an actor whose
+    probe fails or is late is replaced."""
     request_cluster_resources: bool = True
     """Ask Ray's autoscaler for the actors' resources when scaling (no-op without one)."""
 
@@ -59,6 +73,7 @@ class _Slot:
     is_ready: bool = False
     outstanding: int = 0
     last_busy: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -66,15 +81,16 @@ class _Chunk:
     index: int
     items: list[Any]
     attempts: int = 0
+    deadline: float = 0.0  # monotonic time by which its current attempt must be back
 
 
 @dataclass
 class _Call:
     """The state of one `map` call."""
 
-    failed: Failed
-    queue: deque[_Chunk]
-    method: str
+    failed: Failed = lambda chunk, reason: []
+    queue: deque[_Chunk] = field(default_factory=deque)
+    method: str = ""
     results: dict[int, list[Any]] = field(default_factory=dict)
     inflight: dict[Any, tuple[int, _Chunk]] = field(default_factory=dict)
 
@@ -82,8 +98,9 @@ class _Call:
 class ActorPool:
     """Owns the actors; `map` runs `method` over chunks of items and returns results in order.
 
-    Actors must offer `ready()` (a cheap probe that returns once they can work), `method` (a
-    list of items -> one list of results for them) and `shutdown()`.
+    Actors must offer `ready()` (a cheap probe that returns once they can work), `health()`
+    (raises unless they can work now), `method` (a list of items -> one list of results for
+    them) and `shutdown()`.
     """
 
     def __init__(
@@ -100,8 +117,10 @@ class ActorPool:
         self.method = method
         self.slots: dict[int, _Slot] = {}
         self._ids = itertools.count()
-        self._replaced, self._retried = f"{metrics_prefix}/replaced", f"{metrics_prefix}/retried"
-        self.metrics: dict[str, float] = {self._replaced: 0, self._retried: 0}
+        self._failed_starts = 0
+        names = ("replaced", "retried", "timed_out")
+        self._metric = {n: f"{metrics_prefix}/{n}" for n in names}
+        self.metrics: dict[str, float] = dict.fromkeys(self._metric.values(), 0)
         for _ in range(config.min_workers):
             self._add_worker()
 
@@ -110,10 +129,10 @@ class ActorPool:
         return len(self.slots)
 
     def wait_ready(self) -> None:
-        """Block until every actor is up."""
-        for slot in list(self.slots.values()):
-            ray.get(slot.ready)
-            slot.is_ready = True
+        """Block until every actor is up (a stuck or failed start is replaced, within limits)."""
+        call = _Call()
+        while any(not s.is_ready for s in self.slots.values()):
+            self._poll(call)
 
     def map(self, items: list[Any], failed: Failed, method: str | None = None) -> list[Any]:
         """Results for every item, in item order (chunks that keep failing: `failed(chunk)`),
@@ -125,14 +144,25 @@ class ActorPool:
         while call.queue or call.inflight:
             self._scale_up(len(call.queue))
             self._dispatch(call)
-            waiting = list(call.inflight) + [s.ready for s in self.slots.values() if not s.is_ready]
-            done, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
-            for ref in done:
-                if ref in call.inflight:
-                    self._collect(ref, call)
-                else:
-                    self._mark_ready(ref, call)
+            self._poll(call)
         return [r for i in sorted(call.results) for r in call.results[i]]
+
+    def broadcast(self, method: str, *args: Any) -> None:
+        """Call `method(*args)` on every actor, each within `request_timeout_s`; an actor that
+        fails or is late is replaced (a new actor gets what `_on_new_worker` gives it)."""
+        refs = {getattr(s.handle, method).remote(*args): wid for wid, s in self.slots.items()}
+        timeout = self.config.request_timeout_s
+        done, late = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
+        for ref in done:
+            try:
+                ray.get(ref)
+            except Exception as exc:
+                logger.warning("%s actor %d failed %s: %s", self.method, refs[ref], method, exc)
+                self._replace(refs[ref], _Call(), kill=True)
+        for ref in late:
+            logger.warning("%s actor %d: %s over %g s", self.method, refs[ref], method, timeout)
+            self.metrics[self._metric["timed_out"]] += 1
+            self._replace(refs[ref], _Call(), kill=True)
 
     def scale_down_idle(self) -> int:
         """Release idle actors above the minimum; returns how many were released."""
@@ -153,6 +183,17 @@ class ActorPool:
     def _on_new_worker(self, handle: Any) -> None:
         """Hook: prepare a new actor before it takes work (actor calls run in order)."""
 
+    def _poll(self, call: _Call) -> None:
+        """Wait up to a second for a result or a start, then enforce the deadlines."""
+        starting = [s.ready for s in self.slots.values() if not s.is_ready]
+        done, _ = ray.wait(list(call.inflight) + starting, num_returns=1, timeout=1.0)
+        for ref in done:
+            if ref in call.inflight:
+                self._collect(ref, call)
+            else:
+                self._mark_ready(ref, call)
+        self._expire(call)
+
     def _dispatch(self, call: _Call) -> None:
         while call.queue:
             ready = [
@@ -165,6 +206,7 @@ class ActorPool:
             _, wid = min(ready)
             chunk = call.queue.popleft()
             chunk.attempts += 1
+            chunk.deadline = time.monotonic() + self.config.request_timeout_s
             slot = self.slots[wid]
             slot.outstanding += 1
             ref = getattr(slot.handle, call.method).remote(chunk.items)
@@ -182,14 +224,45 @@ class ActorPool:
         except Exception as exc:  # an error inside the actor: retry elsewhere, then give up
             logger.exception("%s chunk %d failed on actor %d", self.method, chunk.index, wid)
             self._retry(chunk, call, f"{type(exc).__name__}: {exc}")
+            if not self._healthy(wid):
+                self._replace(wid, call, kill=True)
+                return
         slot = self.slots.get(wid)
         if slot is not None:
             slot.outstanding -= 1
             slot.last_busy = time.monotonic()
 
+    def _healthy(self, wid: int) -> bool:
+        """The actor's own `health()` within `health_timeout_s` (a dead engine raises there)."""
+        slot = self.slots.get(wid)
+        if slot is None:
+            return False
+        try:
+            ray.get(slot.handle.health.remote(), timeout=self.config.health_timeout_s)
+        except Exception as exc:
+            logger.warning("%s actor %d is unhealthy: %s", self.method, wid, exc)
+            return False
+        return True
+
+    def _expire(self, call: _Call) -> None:
+        """Kill and replace actors that hold a chunk past its deadline or start too slowly."""
+        now = time.monotonic()
+        for ref, (wid, chunk) in list(call.inflight.items()):
+            if now > chunk.deadline and ref in call.inflight:
+                timeout = self.config.request_timeout_s
+                logger.warning("%s actor %d held a chunk over %g s", self.method, wid, timeout)
+                self.metrics[self._metric["timed_out"]] += 1
+                del call.inflight[ref]
+                self._replace(wid, call, kill=True)
+                self._retry(chunk, call, f"no result within {timeout:g} s")
+        for wid, slot in list(self.slots.items()):
+            if not slot.is_ready and now - slot.started > self.config.start_timeout_s:
+                self._failed_start(wid, f"not ready within {self.config.start_timeout_s:g} s")
+                self._replace(wid, call, kill=True)
+
     def _retry(self, chunk: _Chunk, call: _Call, reason: str) -> None:
         if chunk.attempts < self.config.max_attempts:
-            self.metrics[self._retried] += 1
+            self.metrics[self._metric["retried"]] += 1
             call.queue.appendleft(chunk)
         else:
             call.results[chunk.index] = call.failed(chunk.items, reason)
@@ -198,20 +271,34 @@ class ActorPool:
         wid = next(w for w, s in self.slots.items() if s.ready == ref)
         try:
             ray.get(ref)
-            self.slots[wid].is_ready = True
-        except RayActorError as exc:
-            logger.warning("%s actor %d died while starting: %s", self.method, wid, exc)
-            self._replace(wid, call)
+        except Exception as exc:
+            self._failed_start(wid, str(exc))
+            self._replace(wid, call, kill=True)
+            return
+        self.slots[wid].is_ready = True
+        self._failed_starts = 0
 
-    def _replace(self, wid: int, call: _Call) -> None:
-        """Drop a dead actor, requeue its other chunks, and start a new one."""
+    def _failed_start(self, wid: int, reason: str) -> None:
+        logger.warning("%s actor %d did not start: %s", self.method, wid, reason)
+        self._failed_starts += 1
+        if self._failed_starts >= self.config.max_attempts:
+            raise RuntimeError(
+                f"{self.method} actors failed to start {self._failed_starts} times in a row;"
+                f" the last: {reason}"
+            )
+
+    def _replace(self, wid: int, call: _Call, kill: bool = False) -> None:
+        """Drop an actor (killing it first if it may still run), requeue its other chunks,
+        and start new ones up to the minimum."""
         for ref, (owner, chunk) in list(call.inflight.items()):
             if owner == wid:
                 del call.inflight[ref]
                 call.queue.appendleft(chunk)
-        if wid in self.slots:
-            del self.slots[wid]
-            self.metrics[self._replaced] += 1
+        slot = self.slots.pop(wid, None)
+        if slot is not None:
+            if kill:
+                ray.kill(slot.handle)
+            self.metrics[self._metric["replaced"]] += 1
         while self.size < self.config.min_workers:
             self._add_worker()
 

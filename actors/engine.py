@@ -65,6 +65,16 @@ class EngineConfig(BaseModel):
     (measured here: a rollout batch took 1.9x as long with the separate process)."""
     seed: int = 0
     """Engine sampling seed."""
+    chunked_prefill: bool | None = None
+    """vLLM: split long prefills across engine steps. Default: on GPUs; off on CPU, where vLLM
+    cannot rewind a per-request (seeded) generator after a partial prefill: the engine dies with
+    `CPU Generator does not use offset`. Off, every prompt is prefilled whole in one step."""
+    max_num_batched_tokens: int | None = Field(None, ge=1)
+    """vLLM: tokens one engine step may hold. Default: vLLM's (4096 on CPU), and at least
+    `max_model_len` without chunked prefill (it may not be less: a prompt must fit one step)."""
+    request_timeout_s: float = Field(300.0, gt=0.0)
+    """Longest one engine call (a batch's generate, a weight load) may take. Past it the engine
+    counts as stuck: the call fails and the worker reports itself dead, to be replaced."""
 
 
 def set_cpu_threads(config: EngineConfig) -> None:
@@ -117,7 +127,10 @@ class Scored:
 class Engine(Protocol):
     """A policy model that samples, scores, and takes new weights without a restart."""
 
-    weight_version: int
+    @property
+    def weight_version(self) -> int:
+        """The version of the weights it serves (0: as loaded)."""
+        ...
 
     def generate(
         self, prompts: list[TokenPrompt], sampling: Sampling, seeds: Sequence[int] | None = None

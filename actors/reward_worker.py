@@ -28,6 +28,10 @@ class RewardWorker:
     def ready(self) -> bool:
         return True
 
+    def health(self) -> dict[str, Any]:
+        """Rule scoring holds no engine; the verifier actors answer for their own health."""
+        return {}
+
     def score(self, trajectories: list[Trajectory]) -> list[RewardResult]:
         verdicts = self._verify(trajectories)
         return [

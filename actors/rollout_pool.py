@@ -42,7 +42,7 @@ class RolloutPool(ActorPool):
         `core.shared_weights.SharedWeights` file or an ObjectRef of [(name, array)], as the
         learner group's `export_weights` gives them (no copy through the driver)."""
         self.weights = (version, weights)
-        ray.get([s.handle.update_weights.remote(version, weights) for s in self.slots.values()])
+        self.broadcast("update_weights", version, weights)
 
     @property
     def version(self) -> int:

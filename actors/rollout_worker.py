@@ -10,13 +10,15 @@ import itertools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from actors.chat_tokens import ChatTokens
-from actors.engine import Engine, EngineConfig, Scored, TokenPrompt
+from actors.engine import EngineConfig, Scored, TokenPrompt
 from actors.episode import EpisodeConfig
+from actors.guarded_engine import build_engine
 from actors.single_stage import make_runner
 from core.prompts import DEFAULT_PROMPTS, PromptTemplates
 from core.sample import Sample
@@ -24,16 +26,6 @@ from core.shared_weights import SharedWeights
 from core.trajectory import Trajectory
 
 logger = logging.getLogger(__name__)
-
-
-def build_engine(config: EngineConfig) -> Engine:
-    if config.backend == "vllm":
-        from actors.vllm_engine import VLLMEngine
-
-        return VLLMEngine(config)
-    from actors.hf_engine import HFEngine
-
-    return HFEngine(config)
 
 
 NamedArrays = list[tuple[str, np.ndarray]]
@@ -64,6 +56,10 @@ class RolloutWorker:
     def ready(self) -> int:
         """Returns the weight version once the engine is up (a cheap readiness probe)."""
         return self.engine.weight_version
+
+    def health(self) -> dict[str, Any]:
+        """What the engine can do now: one token within its deadline, or `EngineDead`."""
+        return self.engine.health()
 
     def rollout(self, samples: list[Sample]) -> list[Trajectory]:
         return self.runner.run(self.engine, samples)
@@ -99,9 +95,7 @@ class RolloutWorker:
         """Forget cached prompts and images, so that an evaluation run does not reuse an image
         an earlier run processed (e.g. the single-stage view equals the coarse view at the same
         cap) and pays full price. Only vLLM engines cache across calls."""
-        reset = getattr(self.engine, "reset_caches", None)
-        if reset is not None:
-            reset()
+        self.engine.reset_caches()
 
     def shutdown(self) -> None:
         self.engine.shutdown()

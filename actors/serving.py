@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from actors.chat_tokens import ChatTokens
 from actors.engine import Completion, Engine, EngineConfig, Sampling, TokenPrompt
 from actors.episode import EpisodeConfig, EpisodeRunner
+from actors.guarded_engine import GuardedEngine, build_engine
 from actors.image_input import Fetcher, RequestLimits, check_image, decode_checked, image_bytes
 from actors.openai_protocol import (
     ChatCompletionRequest,
@@ -68,9 +69,6 @@ class ServingConfig(BaseModel):
     """The two-stage endpoint: budgets and sampling of both turns (one completion each)."""
     prompts: str = str(DEFAULT_PROMPTS)
     """Prompt templates of the two-stage endpoint."""
-    unhealthy_after_errors: int = Field(3, ge=1)
-    """Consecutive failed engine calls after which the replica reports itself unhealthy (Ray
-    Serve then replaces it)."""
 
     @model_validator(mode="after")
     def _one_two_stage_completion(self) -> ServingConfig:
@@ -111,8 +109,6 @@ class ServingModel:
     ) -> None:
         from transformers import AutoTokenizer
 
-        from actors.rollout_worker import build_engine
-
         episode = config.episode
         needed = episode.coarse_max_tokens + episode.crop_max_tokens + 2 * episode.max_new_tokens
         if needed >= engine_config.max_model_len:
@@ -131,34 +127,21 @@ class ServingModel:
             config.limits.max_images_per_request, engine_config.max_images_per_prompt
         )
         self.fetch = fetch
-        self.engine_errors = 0
-        self.engine = engine or build_engine(engine_config)
+        self.engine = (
+            GuardedEngine(engine, engine_config.request_timeout_s)
+            if engine is not None
+            else build_engine(engine_config)
+        )
         logger.info("serving %s (max_model_len %d)", self.model_name, self.max_model_len)
 
     # ---- health -------------------------------------------------------------------------
 
-    @property
-    def healthy(self) -> bool:
-        return self.engine_errors < self.config.unhealthy_after_errors
-
-    def describe(self) -> dict[str, Any]:
-        """What `/ready` reports."""
-        return {
-            "status": "ready" if self.healthy else "unhealthy",
-            "model": self.model_name,
-            "weight_version": self.engine.weight_version,
-            "max_model_len": self.max_model_len,
-        }
-
-    def _generate(self, prompts: list[TokenPrompt], sampling: Sampling) -> list[list[Completion]]:
-        try:
-            out = self.engine.generate(prompts, sampling)
-        except Exception:
-            self.engine_errors += 1
-            logger.exception("engine call failed (%d in a row)", self.engine_errors)
-            raise
-        self.engine_errors = 0
-        return out
+    def health(self) -> dict[str, Any]:
+        """What `/ready` reports: the engine generated a token within its deadline just now.
+        Raises `EngineDead` once an engine call failed or timed out (the engine is then gone:
+        Serve's health check fails and the replica is replaced)."""
+        served = {"status": "ready", "model": self.model_name, "max_model_len": self.max_model_len}
+        return {**served, **self.engine.health()}
 
     # ---- validation shared by both routes ---------------------------------------------------
 
@@ -268,7 +251,7 @@ class ServingModel:
             groups.setdefault(item.sampling, []).append(i)
         bodies: dict[int, dict[str, Any]] = {}
         for sampling, indices in groups.items():
-            outputs = self._generate([items[i].prompt for i in indices], sampling)
+            outputs = self.engine.generate([items[i].prompt for i in indices], sampling)
             for i, completions in zip(indices, outputs, strict=True):
                 bodies[i] = self._chat_body(items[i], completions)
         return [bodies[i] for i in range(len(items))]
@@ -324,13 +307,7 @@ class ServingModel:
 
     def run_ergo(self, items: list[PreparedErgo]) -> list[dict[str, Any] | RequestError]:
         """Both stages for the whole batch (two engine calls); a body or an error per item."""
-        try:
-            trajectories = self.runner.run(self.engine, [item.sample for item in items])
-        except Exception:
-            self.engine_errors += 1
-            logger.exception("two-stage batch failed (%d in a row)", self.engine_errors)
-            raise
-        self.engine_errors = 0
+        trajectories = self.runner.run(self.engine, [item.sample for item in items])
         return [self._ergo_body(item, t) for item, t in zip(items, trajectories, strict=True)]
 
     def _ergo_body(self, item: PreparedErgo, t: Trajectory) -> dict[str, Any] | RequestError:

@@ -19,7 +19,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from actors.chat_tokens import ChatTokens
 from actors.engine import EngineConfig, Sampling, TokenPrompt
-from actors.rollout_worker import build_engine
+from actors.guarded_engine import build_engine
 from core.prompts import DEFAULT_PROMPTS, PromptTemplates, verifier_messages
 from rewards.verifier import VerifierAnswer, VerifierQuery
 
@@ -57,6 +57,10 @@ class VerifierWorker:
     def ready(self) -> bool:
         return True
 
+    def health(self) -> dict[str, Any]:
+        """What the engine can do now: one token within its deadline, or `EngineDead`."""
+        return self.engine.health()
+
     def answer(self, queries: list[VerifierQuery]) -> list[VerifierAnswer]:
         """Greedy answers, one per query, with the crop as the prompt's only image."""
         prompts = [
@@ -79,7 +83,11 @@ class VerifierWorker:
 
 
 class VerifierClient:
-    """Calls verifier actors with a timeout and retries; implements `rewards.verifier.Verifier`."""
+    """Calls verifier actors with a timeout and retries; implements `rewards.verifier.Verifier`.
+
+    A verifier that errs or misses the deadline must then pass its own `health()` within the
+    deadline; one that cannot (its engine died or hangs) is killed, and Ray restarts it with
+    fresh engine (up to the actor's `max_restarts`), so no later batch queues behind it."""
 
     def __init__(self, handles: list[Any], timeout_s: float, max_attempts: int) -> None:
         if not handles:
@@ -89,6 +97,7 @@ class VerifierClient:
         self.max_attempts = max_attempts
         self._next: int | None = None  # drawn on first use, so each unpickled copy spreads load
         self.retries = 0
+        self.restarts = 0
 
     def answer(self, queries: list[VerifierQuery]) -> list[VerifierAnswer]:
         if not queries:
@@ -98,7 +107,8 @@ class VerifierClient:
             self._next = random.randrange(len(self.handles))
         for attempt in range(1, self.max_attempts + 1):
             self._next = (self._next + 1) % len(self.handles)
-            ref = self.handles[self._next].answer.remote(queries)
+            handle = self.handles[self._next]
+            ref = handle.answer.remote(queries)
             try:
                 return list(ray.get(ref, timeout=self.timeout_s))
             except GetTimeoutError:
@@ -107,6 +117,17 @@ class VerifierClient:
             except (RayActorError, RayTaskError) as exc:
                 reason = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
             logger.warning("verifier attempt %d/%d: %s", attempt, self.max_attempts, reason)
+            self._restart_if_unhealthy(handle)
             self.retries += attempt < self.max_attempts
         failure = f"{reason} ({self.max_attempts} attempts)"
         return [VerifierAnswer(failure=failure) for _ in queries]
+
+    def _restart_if_unhealthy(self, handle: Any) -> None:
+        try:
+            ray.get(handle.health.remote(), timeout=self.timeout_s)
+        except RayActorError:
+            return  # already dead: Ray restarts it, or it is gone for good
+        except Exception as exc:
+            logger.warning("verifier is unhealthy (%s); restarting it", exc)
+            ray.kill(handle, no_restart=False)
+            self.restarts += 1

@@ -46,6 +46,8 @@ class VLLMEngine:
 
         self.config = config
         self.weight_version = 0
+        self.on_cpu = not torch.cuda.is_available()
+        chunked, batched = _prefill_plan(config, self.on_cpu)
         set_cpu_threads(config)
         # vLLM's CPU worker replaces torch.set_num_threads with a stub that warns on every call
         # (ours ran before); in-process, other libraries' calls would flood the log.
@@ -61,6 +63,8 @@ class VLLMEngine:
             enable_prefix_caching=config.enable_prefix_caching,
             enforce_eager=config.enforce_eager,
             seed=config.seed,
+            enable_chunked_prefill=chunked,
+            max_num_batched_tokens=batched,
             worker_extension_cls="actors.vllm_weights.WeightReceiver",
         )
         # Where the engine core actually runs decides how weights travel to it.
@@ -87,20 +91,39 @@ class VLLMEngine:
 
         check_seeds(prompts, seeds)
         each = [params(seed) for seed in seeds] if seeds is not None else params(sampling.seed)
-        outputs = self.llm.generate([_vllm_prompt(p) for p in prompts], each, use_tqdm=False)
+        outputs = self._generate(prompts, each)
         return [[_completion(c) for c in out.outputs] for out in outputs]
 
     def score(self, prompts: list[TokenPrompt]) -> list[Scored]:
         from vllm import SamplingParams
 
         params = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0, detokenize=False)
-        outputs = self.llm.generate([_vllm_prompt(p) for p in prompts], params, use_tqdm=False)
-        return [_scored(out) for out in outputs]
+        return [_scored(out) for out in self._generate(prompts, params)]
+
+    def _generate(self, prompts: list[TokenPrompt], params: Any) -> list[Any]:
+        """`LLM.generate` from any thread; a request vLLM rejects is a `ValueError`."""
+        from vllm.exceptions import VLLMClientError
+
+        self._sync_threads()
+        try:
+            return self.llm.generate([_vllm_prompt(p) for p in prompts], params, use_tqdm=False)
+        except VLLMClientError as exc:  # checked before the engine stepped: it is unharmed
+            raise ValueError(f"vLLM rejected the request: {exc}") from exc
+
+    def _sync_threads(self) -> None:
+        """vLLM's CPU attention plans its work for the calling thread's OpenMP thread count and
+        checks that its kernel runs with torch's. A thread that never ran a torch op still has
+        `OMP_NUM_THREADS` (1 in a Ray actor): the first text-only request from such a thread
+        (serving's engine thread) failed `thread_num == thread_num (1 vs. 2)` and left the
+        engine dead. torch's first call on a thread sets that thread's count from torch's."""
+        if self.on_cpu:
+            torch.get_num_threads()
 
     def update_weights(
         self, version: int, named_tensors: Iterable[tuple[str, torch.Tensor]]
     ) -> None:
         """Load new weights bucket by bucket, then drop every cache the old weights made."""
+        self._sync_threads()
         skip = frozenset({"lm_head.weight"}) if self.tied_embeddings else frozenset()
         for bucket in buckets(named_tensors, self.config.weight_bucket_mb << 20, skip):
             if self.in_process:  # the engine core is here: hand the tensors over, no copy
@@ -125,6 +148,20 @@ class VLLMEngine:
     def shutdown(self) -> None:
         """Stop the engine's processes now rather than at interpreter exit."""
         self.llm.llm_engine.engine_core.shutdown()
+
+
+def _prefill_plan(config: EngineConfig, on_cpu: bool) -> tuple[bool, int | None]:
+    """(chunked prefill, tokens per step) from config; see `EngineConfig.chunked_prefill`."""
+    chunked = config.chunked_prefill if config.chunked_prefill is not None else not on_cpu
+    batched = config.max_num_batched_tokens
+    if chunked:
+        return True, batched
+    if batched is not None and batched < config.max_model_len:
+        raise ValueError(
+            f"engine.max_num_batched_tokens ({batched}) is below engine.max_model_len"
+            f" ({config.max_model_len}); without chunked prefill a prompt must fit one step"
+        )
+    return False, batched  # vLLM's default then is at least max_model_len
 
 
 def _memory_utilization(configured: float | None) -> float:

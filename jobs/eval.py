@@ -206,7 +206,7 @@ def _run(pool: ActorPool, config: EvalConfig, episode: EpisodeConfig, out: Path)
     desc = f"{benchmark} {episode.mode} cap {episode.coarse_max_tokens}"
     # Runs share the engines: an image processed by an earlier run (the single-stage view is
     # the coarse view at the same cap) must not make this one look faster.
-    ray.get([slot.handle.reset_caches.remote() for slot in pool.slots.values()])
+    pool.broadcast("reset_caches")
     start = time.perf_counter()
     with tqdm(total=total, desc=desc, unit="sample") as bar:
         for items in _windows(_items(config), window):

@@ -8,8 +8,9 @@ Routes (under `http.route_prefix`):
   temperature/top_p/max_tokens/stop/seed/n), so OpenAI clients and evaluation scripts work.
 - `POST /v1/ergo`: image + question (+ options) -> answer, box, crop, vision tokens, timings;
   coarse view -> crop of the original -> answer, run on the server.
-- `GET /v1/models`, `GET /health` (the replica is alive), `GET /ready` (its engine serves; 503
-  when it is unhealthy). Ray Serve's own `/-/healthz` and `/-/routes` are there too.
+- `GET /v1/models`, `GET /health` (the replica is alive), `GET /ready` (its engine generated a
+  token just now; 503 once the engine failed or passed its deadline, after which Serve's health
+  check replaces the replica). Ray Serve's own `/-/healthz` and `/-/routes` are there too.
 
 Each replica hosts one `actors.serving.ServingModel` (one engine). Concurrent requests are
 batched (`serve.batch`) into shared engine calls; replicas scale between `autoscaling.min_replicas`
@@ -25,7 +26,6 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 
 from actors.engine import EngineConfig
+from actors.guarded_engine import EngineDead
 from actors.openai_protocol import RequestError, models_body
 from actors.serving import PreparedChat, PreparedErgo, ServingConfig, ServingModel
 from jobs.config import ConfigError, load_toml
@@ -194,22 +195,21 @@ api = FastAPI(title="ERGO-RL", description="OpenAI-compatible and two-stage ERGO
 
 @serve.ingress(api)
 class ErgoServer:
-    """One replica: a `ServingModel`, its engine on one thread, batches from config."""
+    """One replica: a `ServingModel` (its engine guarded: one thread, a deadline per call),
+    batches from config."""
 
     def __init__(self, config: ServeConfig) -> None:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         self.limits = config.serving.limits
         self.model = ServingModel(config.serving, config.engine)
-        # Engines are not thread-safe: every engine call, chat or two-stage, runs on this thread.
-        self.engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         for batched in (self._chat_batch, self._ergo_batch):
             batched.set_max_batch_size(config.batching.max_batch_size)  # type: ignore[attr-defined]
             batched.set_batch_wait_timeout_s(config.batching.batch_wait_timeout_s)  # type: ignore[attr-defined]
 
-    def check_health(self) -> None:
-        """Serve's periodic health check: a replica whose engine keeps failing is replaced."""
-        if not self.model.healthy:
-            raise RuntimeError(f"engine failed {self.model.engine_errors} times in a row")
+    async def check_health(self) -> None:
+        """Serve's periodic health check: one token from the engine within its deadline, or the
+        replica is replaced (`EngineDead` once the engine failed or hung)."""
+        await asyncio.to_thread(self.model.health)
 
     @api.get("/health")
     async def health(self) -> dict[str, str]:
@@ -217,8 +217,11 @@ class ErgoServer:
 
     @api.get("/ready")
     async def ready(self) -> JSONResponse:
-        state = self.model.describe()
-        return JSONResponse(state, status_code=200 if self.model.healthy else 503)
+        try:
+            return JSONResponse(await asyncio.to_thread(self.model.health))
+        except EngineDead as exc:
+            body = {"status": "unhealthy", "model": self.model.model_name, "reason": str(exc)}
+            return JSONResponse(body, status_code=503)
 
     @api.get("/v1/models")
     async def models(self) -> dict[str, Any]:
@@ -241,6 +244,8 @@ class ErgoServer:
             result = await run(prepared)
         except RequestError as exc:
             return _error(exc)
+        except EngineDead as exc:  # this replica is being replaced; retrying elsewhere helps
+            return _error(RequestError(503, str(exc), "engine_unavailable"))
         except Exception as exc:  # the engine failed; the request itself was valid
             logger.exception("request failed")
             return _error(RequestError(500, f"engine error: {type(exc).__name__}", "engine_error"))
@@ -248,13 +253,11 @@ class ErgoServer:
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)  # sizes reset from config
     async def _chat_batch(self, items: list[PreparedChat]) -> list[dict[str, Any]]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.engine_thread, self.model.run_chat, items)
+        return await asyncio.to_thread(self.model.run_chat, items)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)  # sizes reset from config
     async def _ergo_batch(self, items: list[PreparedErgo]) -> list[dict[str, Any] | RequestError]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.engine_thread, self.model.run_ergo, items)
+        return await asyncio.to_thread(self.model.run_ergo, items)
 
 
 def build_app(config: ServeConfig) -> Any:

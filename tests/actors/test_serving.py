@@ -23,6 +23,7 @@ from transformers import AutoTokenizer
 
 from actors.engine import Completion, EngineConfig, Sampling, TokenPrompt
 from actors.episode import EpisodeConfig
+from actors.guarded_engine import EngineDead
 from actors.image_input import RequestLimits
 from actors.openai_protocol import RequestError
 from actors.serving import ServingConfig, ServingModel
@@ -348,17 +349,20 @@ def test_remote_urls_are_fetched_only_when_allowed(
     assert fetched == ["https://example.com/a.png"] and len(prepared.prompt.images) == 1
 
 
-def test_engine_failures_make_the_replica_unhealthy(server: ServingModel, engine: Any) -> None:
+def test_an_engine_failure_makes_the_replica_unhealthy_at_once(
+    server: ServingModel, engine: Any
+) -> None:
     item = server.prepare_chat(chat_body("hi"))
+    assert server.health()["status"] == "ready"
     engine.fail = True
-    for _ in range(server.config.unhealthy_after_errors):
-        assert server.healthy
-        with pytest.raises(RuntimeError):
-            server.run_chat([item])
-    assert not server.healthy and server.describe()["status"] == "unhealthy"
-    engine.fail = False
-    server.run_chat([item])
-    assert server.healthy
+    with pytest.raises(EngineDead, match="engine died"):
+        server.run_chat([item])
+    engine.fail = False  # a failed engine is gone: nothing reaches it again, nothing waits
+    with pytest.raises(EngineDead, match="the engine is dead"):
+        server.health()
+    with pytest.raises(EngineDead):
+        server.run_chat([item])
+    assert len(engine.calls) == 1  # the probe before the failure
 
 
 def test_serving_config_answers_once_per_request() -> None:
