@@ -14,9 +14,11 @@ prompt within the deadline: what the engine can do, not whether the process is u
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
@@ -42,7 +44,7 @@ class GuardedEngine:
         self.engine = engine
         self.timeout_s = timeout_s
         self.failure: str | None = None
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self._thread = _EngineThread()
 
     @property
     def weight_version(self) -> int:
@@ -85,7 +87,7 @@ class GuardedEngine:
                 self._call(self.engine.shutdown)
             except Exception:
                 logger.warning("engine shutdown failed", exc_info=True)
-        self._thread.shutdown(wait=False, cancel_futures=True)
+        self._thread.stop()
 
     def _call(self, fn: Callable[..., T], *args: Any) -> T:
         if self.failure is not None:
@@ -103,6 +105,41 @@ class GuardedEngine:
             raise EngineDead(f"the engine failed ({self.failure})") from exc
         logger.error("engine call %s: %s; the engine is now considered dead", fn, self.failure)
         raise EngineDead(f"the engine is stuck ({self.failure})")
+
+
+_Job = tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]
+
+
+class _EngineThread:
+    """One daemon thread that runs submitted calls in order. Not a `ThreadPoolExecutor`: its
+    threads are joined at interpreter exit, and one stuck in a hung engine would hold the
+    process forever."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[
+            tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None
+        ]
+        self._jobs = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="engine", daemon=True).start()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        future: Future[T] = Future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    def stop(self) -> None:
+        """The thread ends after the calls already queued (if it is not stuck in one)."""
+        self._jobs.put(None)
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn, args = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
 
 
 def build_engine(config: EngineConfig) -> GuardedEngine:

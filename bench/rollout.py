@@ -1,12 +1,16 @@
-"""Benchmark: rollout throughput of the vLLM pool vs a sequential transformers loop, one run.
+"""Benchmark: rollout throughput of the vLLM pool vs a sequential transformers loop and vs raw
+vLLM, in one run.
 
-    python bench/rollout.py [--samples 8] [--group-size 4] [--max-new-tokens 64] [--workers 1]
+    python bench/rollout.py [--samples 32] [--group-size 4] [--max-new-tokens 64] [--workers 1]
 
-Both sides run the same two-stage episodes (`EpisodeRunner`) on the same tiny model and the same
-synthetic samples. The baseline is the transformers engine, prompt by prompt (G return sequences
-each); the pool is Ray actors hosting vLLM CPU engines. Engine start-up and one warm-up
-episode are excluded from both.
-Prints trajectories/s, policy tokens/s and the pool/baseline ratio (project target: >= 5x).
+All three run the same two-stage episodes (`EpisodeRunner`, the same per-request seeds) on the
+same tiny model and the same synthetic samples:
+- transformers, sample by sample (G return sequences each): the baseline;
+- raw vLLM: one in-process vLLM CPU engine in this process, every sample in one call (what the
+  pool's worker does, without Ray);
+- the pool: Ray actors hosting vLLM CPU engines.
+Engine start-up and one warm-up episode are excluded from each. Prints trajectories/s, policy
+tokens/s and the pool's ratios (project targets: >= 5x the sequential loop, >= 0.8x raw vLLM).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from actors.engine import EngineConfig
 from actors.episode import EpisodeConfig, EpisodeRunner
 from actors.hf_engine import HFEngine
 from actors.rollout_pool import PoolConfig
+from actors.vllm_engine import VLLMEngine
 from core.prompts import PromptTemplates
 from core.synthetic import DEMO_COARSE_TOKENS, SyntheticConfig, generate
 from core.trajectory import Trajectory
@@ -58,10 +63,17 @@ def main() -> None:
         runner = EpisodeRunner(
             ChatTokens(AutoTokenizer.from_pretrained(model)), PromptTemplates.load(), episode
         )
-        runner.run(hf, samples[:1])  # warm-up, untimed, as for the pool
+        runner.run(hf, samples[:1])  # warm-up, untimed, as for the others
         start = time.perf_counter()
         baseline = [t for s in samples for t in runner.run(hf, [s])]  # one sample at a time
         base_s = time.perf_counter() - start
+
+        raw = VLLMEngine(EngineConfig(model=model, max_model_len=2048))
+        runner.run(raw, samples[:1])
+        start = time.perf_counter()
+        direct = runner.run(raw, samples)
+        raw_s = time.perf_counter() - start
+        raw.shutdown()
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         pool = make_rollout_pool(
@@ -86,10 +98,16 @@ def main() -> None:
 
     print(f"{args.samples} samples x G={args.group_size}, <= {args.max_new_tokens} tokens a turn")
     report("transformers, sequential", baseline, base_s)
+    report("raw vLLM, in-process", direct, raw_s)
     report(f"vLLM pool, {args.workers} worker(s)", pooled, pool_s)
+    failed = sum(t.failure is not None for t in pooled)
+    print(f"failed trajectories in the pool run: {failed} of {len(pooled)}")
     (base_traj, base_tok), (pool_traj, pool_tok) = rates(baseline, base_s), rates(pooled, pool_s)
+    raw_traj, raw_tok = rates(direct, raw_s)
     print(f"pool / sequential: {pool_traj / base_traj:.1f}x trajectories/s, ", end="")
-    print(f"{pool_tok / base_tok:.1f}x tokens/s")
+    print(f"{pool_tok / base_tok:.1f}x tokens/s (target >= 5x)")
+    print(f"pool / raw vLLM: {pool_traj / raw_traj:.2f}x trajectories/s, ", end="")
+    print(f"{pool_tok / raw_tok:.2f}x tokens/s (target >= 0.8x)")
 
 
 def report(name: str, trajectories: list[Trajectory], seconds: float) -> None:

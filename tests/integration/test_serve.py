@@ -1,7 +1,8 @@
 """The serve job on a real local Ray: Ray Serve, a vLLM CPU engine per replica, real HTTP.
 
-One application with one vLLM replica serves the first tests in order (the real `openai` client,
-the two-stage endpoint, bad inputs); it is then deleted, and the autoscaling test deploys its own
+One application with one vLLM replica serves the first tests in order (text before any image on
+a fresh replica, the real `openai` client, the two-stage endpoint, bad inputs, then a real engine
+failure and the replica's replacement); it is then deleted, and the autoscaling test deploys its own
 application on the transformers engine (lighter: two replicas start in seconds on 2 cores),
 drives a burst at it and watches `serve.status()`. Autoscaling metrics are pushed every 0.5 s
 here (Ray's default is 10 s) so that scaling happens within the test's time.
@@ -93,9 +94,24 @@ def _config(model: Path, engine: dict[str, Any], **sections: Any) -> ServeConfig
     )
 
 
+# Chunked prefill is turned back on (the CPU default is off) so that one request can fail the
+# engine for real: a seeded prompt longer than a step is vLLM's CPU fault (see test_vllm_engine).
+FAULTY_ENGINE = {"chunked_prefill": True, "max_num_batched_tokens": 512}
+
+
 @pytest.fixture(scope="module")
 def vllm_app(base_url: str, tiny_model_dir: Path) -> Iterator[str]:
-    serve.run(build_app(_config(tiny_model_dir, {})), name=APP, route_prefix="/")
+    config = _config(
+        tiny_model_dir,
+        FAULTY_ENGINE,
+        replica=ReplicaSettings(
+            num_cpus=0.25,
+            max_ongoing_requests=8,
+            health_check_period_s=2,
+            health_check_timeout_s=30,
+        ),
+    )
+    serve.run(build_app(config), name=APP, route_prefix="/")
     yield base_url
     if APP in serve.status().applications:
         serve.delete(APP)
@@ -108,6 +124,17 @@ def sample() -> Any:
 
 def data_url(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def test_text_first_then_images_then_text_on_a_fresh_replica(vllm_app: str, sample: Any) -> None:
+    """Regression: a text-only first request used to fail vLLM's CPU attention check
+    (`thread_num == thread_num (1 vs. 2)`) on the replica's engine thread and kill the engine."""
+    image = _chat(_image_part(data_url(sample.image)))
+    with httpx.Client(base_url=vllm_app, timeout=120) as http:
+        for body in (_chat("hi"), image, image, _chat("hi again")):
+            response = http.post("/v1/chat/completions", json=body)
+            assert response.status_code == 200, response.text
+        assert http.get("/ready").status_code == 200
 
 
 def test_openai_client_gets_a_chat_completion_with_an_image(vllm_app: str, sample: Any) -> None:
@@ -218,6 +245,21 @@ def test_bad_inputs_get_4xx_and_the_server_keeps_serving(vllm_app: str, sample: 
         )
     with pytest.raises(openai.NotFoundError, match="not served here"):
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_a_failed_engine_fails_ready_and_serve_replaces_the_replica(vllm_app: str) -> None:
+    long_seeded = {**_chat("many words " * 300), "seed": 5, "max_tokens": 2, "temperature": 1.0}
+    with httpx.Client(base_url=vllm_app, timeout=120) as http:
+        failed = http.post("/v1/chat/completions", json=long_seeded)
+        assert failed.status_code == 503, failed.text
+        assert "CPU Generator does not use offset" in failed.json()["error"]["message"]
+        after = http.post("/v1/chat/completions", json=_chat("hi"))  # fails fast, never hangs
+        assert after.status_code in (503, 200)  # 200 once a new replica answers
+        deadline = time.monotonic() + 300
+        while http.get("/ready").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(1)
+        assert http.get("/ready").json()["status"] == "ready"
+        assert http.post("/v1/chat/completions", json=_chat("hi")).status_code == 200
 
 
 def _replicas(app: str) -> dict[str, int]:

@@ -6,16 +6,21 @@ One engine for the module: starting one takes tens of seconds on 2 cores.
 from __future__ import annotations
 
 import math
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from engine_processes import signal_engine_core
 from PIL import Image
 from safetensors.torch import load_file
 
 from actors.chat_tokens import ChatTokens
 from actors.engine import EngineConfig, Sampling, TokenPrompt
+from actors.guarded_engine import EngineDead, GuardedEngine, build_engine
 from actors.hf_engine import HFEngine
 from actors.vllm_engine import VLLMEngine
 from core.geometry import vision_tokens
@@ -141,3 +146,59 @@ def test_weight_update_is_served(
     engine.update_weights(2, original.items())
     [restored] = engine.score([two_turn_prompt])
     assert _max_diff(restored.logprobs, before.logprobs) < TOLERANCE
+
+
+def _long_prompts(count: int, length: int) -> list[TokenPrompt]:
+    return [TokenPrompt([10 + (i * 7 + j) % 400 for i in range(length)]) for j in range(count)]
+
+
+def test_a_seeded_batch_larger_than_one_step_is_prefilled_whole(engine: VLLMEngine) -> None:
+    """Regression: 8 seeded 900-token prompts x 2 samples exceed one step's 4096 tokens. With
+    chunked prefill the scheduler split a prompt and the CPU engine died (`CPU Generator does
+    not use offset`); off (the CPU default), prompts wait for a step they fit in whole."""
+    scheduler = engine.llm.llm_engine.vllm_config.scheduler_config
+    assert not scheduler.enable_chunked_prefill
+    prompts = _long_prompts(8, 900)
+    assert scheduler.max_num_batched_tokens < 8 * 900
+    sampling = Sampling(max_tokens=6, temperature=1.0, n=2)
+    together = engine.generate(prompts, sampling, seeds=list(range(100, 108)))
+    assert all(len(c.token_ids) == 6 for cs in together for c in cs)
+    [alone] = engine.generate(prompts[5:6], sampling, seeds=[105])
+    assert [c.token_ids for c in alone] == [c.token_ids for c in together[5]]
+
+
+def test_an_engine_whose_step_fails_is_dead_and_says_so(tiny_model_dir: Path) -> None:
+    """A real failure of the in-process engine: chunked prefill turned back on, with seeds, is
+    the vLLM CPU fault above. The guard reports it, and nothing reaches the engine again."""
+    config = EngineConfig(
+        model=str(tiny_model_dir),
+        max_model_len=1024,
+        chunked_prefill=True,
+        max_num_batched_tokens=256,
+        request_timeout_s=120,
+    )
+    guard = build_engine(config)
+    assert guard.health()["weight_version"] == 0
+    with pytest.raises(EngineDead, match="CPU Generator does not use offset"):
+        guard.generate(_long_prompts(4, 600), Sampling(max_tokens=4), seeds=[1, 2, 3, 4])
+    with pytest.raises(EngineDead, match="the engine is dead"):
+        guard.health()
+    guard.shutdown()
+
+
+def test_a_stopped_engine_core_ends_the_call_at_its_deadline(
+    separate_engine: VLLMEngine, two_turn_prompt: TokenPrompt
+) -> None:
+    """A hung engine for real: its core process is SIGSTOPped mid-life (then SIGKILLed)."""
+    guard = GuardedEngine(separate_engine, timeout_s=5)
+    assert guard.health()["probe_s"] < 5
+    core = signal_engine_core(os.getpid(), signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        with pytest.raises(EngineDead, match=r"stuck \(no answer within 5 s\)"):
+            guard.generate([two_turn_prompt], Sampling(max_tokens=4))
+        assert time.monotonic() - start < 15
+        with pytest.raises(EngineDead):
+            guard.health()
+    finally:
+        core.kill()
