@@ -7,6 +7,7 @@ one actor is a stand-in that sleeps through its first calls (and says so).
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 import ray
+from engine_processes import signal_engine_core
 
 from actors.actor_pool import PoolConfig
 from actors.engine import EngineConfig
@@ -31,7 +33,9 @@ RULES = ("format", "accuracy", "box", "iou", "coverage")
 
 @pytest.fixture(scope="module")
 def config(tiny_model_dir: Path) -> RewardPoolConfig:
-    engine = EngineConfig(model=str(tiny_model_dir), max_model_len=1024, max_images_per_prompt=1)
+    engine = EngineConfig(  # the engine core in its own process, to kill it for real below
+        model=str(tiny_model_dir), max_model_len=1024, max_images_per_prompt=1, engine_process=True
+    )
     return RewardPoolConfig(
         verifier=VerifierConfig(engine=engine, max_new_tokens=8, timeout_s=300),
         verifier_resources=WorkerResources(num_cpus=0.5),
@@ -43,16 +47,21 @@ def config(tiny_model_dir: Path) -> RewardPoolConfig:
 
 
 @pytest.fixture(scope="module")
-def pool(local_ray: None, config: RewardPoolConfig) -> Iterator[RewardPool]:
+def verifiers(local_ray: None, config: RewardPoolConfig) -> Iterator[list[Any]]:
     verifiers = make_verifiers(config)
     ray.get([v.ready.remote() for v in verifiers])
+    yield verifiers
+    for v in verifiers:
+        ray.get(v.shutdown.remote())
+        ray.kill(v)
+
+
+@pytest.fixture(scope="module")
+def pool(config: RewardPoolConfig, verifiers: list[Any]) -> Iterator[RewardPool]:
     pool = make_reward_pool(config, verifiers)
     pool.wait_ready()
     yield pool
     pool.shutdown()
-    for v in verifiers:
-        ray.get(v.shutdown.remote())
-        ray.kill(v)
 
 
 def test_pool_scores_every_trajectory_in_order(
@@ -87,6 +96,23 @@ def test_a_dead_reward_actor_is_replaced(
     assert pool.size == 2
 
 
+def test_a_verifier_whose_engine_core_dies_is_restarted(
+    verifiers: list[Any], config: RewardPoolConfig, scripted_trajectories: list[Trajectory]
+) -> None:
+    """A real failure: the verifier's engine core process is SIGKILLed. The next batch fails
+    (the engine is dead), the verifier's health says so, the client kills it, Ray restarts it
+    with a fresh engine, and the batch is answered by the restarted actor."""
+    [verifier] = verifiers
+    pid = ray.get(verifier.__ray_call__.remote(lambda self: __import__("os").getpid()))
+    signal_engine_core(pid, signal.SIGKILL).wait(timeout=30)
+    assert config.verifier is not None
+    client = VerifierClient(verifiers, timeout_s=config.verifier.timeout_s, max_attempts=2)
+    answers = client.answer(_queries(scripted_trajectories[:3]))
+    assert all(a.failure is None for a in answers), answers
+    assert client.restarts == 1 and client.retries == 1
+    assert ray.get(verifier.health.remote())["weight_version"] == 0
+
+
 @ray.remote(max_concurrency=4)
 class StallingVerifier:
     """Fault injection: sleeps through its first `stalls` calls, then answers "A"."""
@@ -94,6 +120,9 @@ class StallingVerifier:
     def __init__(self, stalls: int) -> None:
         self.stalls = stalls
         self.calls = 0
+
+    def health(self) -> dict[str, Any]:
+        return {}  # it answers health checks while a call sleeps: slow, not dead
 
     def answer(self, queries: list[VerifierQuery]) -> list[VerifierAnswer]:
         self.calls += 1

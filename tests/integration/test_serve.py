@@ -89,8 +89,7 @@ def _config(model: Path, engine: dict[str, Any], **sections: Any) -> ServeConfig
             ),
             limits=RequestLimits(max_request_bytes=8 << 20, max_image_pixels=4_000_000),
         ),
-        replica=ReplicaSettings(num_cpus=0.25, max_ongoing_requests=8),
-        **sections,
+        **{"replica": ReplicaSettings(num_cpus=0.25, max_ongoing_requests=8), **sections},
     )
 
 
@@ -248,7 +247,7 @@ def test_bad_inputs_get_4xx_and_the_server_keeps_serving(vllm_app: str, sample: 
 
 
 def test_a_failed_engine_fails_ready_and_serve_replaces_the_replica(vllm_app: str) -> None:
-    long_seeded = {**_chat("many words " * 300), "seed": 5, "max_tokens": 2, "temperature": 1.0}
+    long_seeded = {**_chat("many words " * 90), "seed": 5, "max_tokens": 2, "temperature": 1.0}
     with httpx.Client(base_url=vllm_app, timeout=120) as http:
         failed = http.post("/v1/chat/completions", json=long_seeded)
         assert failed.status_code == 503, failed.text

@@ -1,0 +1,44 @@
+"""Every bench script runs to completion at a small size, so that none can rot unnoticed.
+
+A smoke run, not a timing: each script runs as a user runs it (`python bench/NAME.py`, from the
+repository root, in a fresh process) and must exit 0 with its closing line and no failures.
+The figures these sizes print mean nothing; the documented runs use the scripts' defaults.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+# script, small arguments, a line the finished run prints
+RUNS = [
+    (
+        "rollout",
+        ["--samples", "2", "--group-size", "2", "--max-new-tokens", "8"],
+        "pool / raw vLLM",
+    ),
+    ("reward_pool", ["--samples", "4", "--reward-workers", "1"], "pool / one process"),
+    (
+        "tokens",
+        ["--samples", "2", "--full-tokens", "1024", "--max-new-tokens", "8"],
+        "two-stage / single-stage",
+    ),
+    ("serve", ["--clients", "1", "--seconds", "2", "--max-tokens", "8"], "tokens: vision tokens"),
+    ("stream_memory", ["--num", "40"], "total:"),
+    ("weight_sync", ["--workers", "1", "--sizes", "128x2"], "object_store"),
+]
+
+
+@pytest.mark.parametrize(("script", "args", "closing"), RUNS, ids=[r[0] for r in RUNS])
+def test_bench_script_runs(script: str, args: list[str], closing: str) -> None:
+    command = [sys.executable, f"bench/{script}.py", *args]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert closing in done.stdout, done.stdout[-3000:]
+    assert "error:" not in done.stdout, done.stdout[-3000:]
