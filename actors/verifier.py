@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from typing import Any
 
 import ray
 from pydantic import BaseModel, ConfigDict, Field
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
 
 from actors.chat_tokens import ChatTokens
 from actors.engine import EngineConfig, Sampling, TokenPrompt
@@ -39,6 +40,8 @@ class VerifierConfig(BaseModel):
     """Time one batch may take before it is retried on the next verifier actor."""
     max_attempts: int = Field(3, ge=1)
     """Tries per batch before its answers are marked failed."""
+    restart_timeout_s: float = Field(900.0, gt=0.0)
+    """Longest the client waits for a verifier it restarted to load its engine again."""
 
 
 class VerifierWorker:
@@ -89,12 +92,19 @@ class VerifierClient:
     deadline; one that cannot (its engine died or hangs) is killed, and Ray restarts it with
     fresh engine (up to the actor's `max_restarts`), so no later batch queues behind it."""
 
-    def __init__(self, handles: list[Any], timeout_s: float, max_attempts: int) -> None:
+    def __init__(
+        self,
+        handles: list[Any],
+        timeout_s: float,
+        max_attempts: int,
+        restart_timeout_s: float = 900.0,
+    ) -> None:
         if not handles:
             raise ValueError("VerifierClient needs at least one verifier actor")
         self.handles = handles
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
+        self.restart_timeout_s = restart_timeout_s
         self._next: int | None = None  # drawn on first use, so each unpickled copy spreads load
         self.retries = 0
         self.restarts = 0
@@ -131,3 +141,17 @@ class VerifierClient:
             logger.warning("verifier is unhealthy (%s); restarting it", exc)
             ray.kill(handle, no_restart=False)
             self.restarts += 1
+            self._wait_ready(handle)
+
+    def _wait_ready(self, handle: Any) -> None:
+        """Until the restarted actor's engine is up, or `restart_timeout_s` passed."""
+        deadline = time.monotonic() + self.restart_timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                ray.get(handle.ready.remote(), timeout=left)
+                return
+            except ActorUnavailableError:  # still restarting: calls fail until it is up
+                time.sleep(min(1.0, max(left, 0.0)))
+            except Exception as exc:
+                logger.warning("restarted verifier did not come up: %s", exc)
+                return

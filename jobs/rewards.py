@@ -63,7 +63,10 @@ def make_reward_pool(config: RewardPoolConfig, verifiers: list[Any]) -> RewardPo
     actor = ray.remote(RewardWorker).options(**config.resources.actor_options())
     client = None
     if verifiers and config.verifier is not None:
-        client = VerifierClient(verifiers, config.verifier.timeout_s, config.verifier.max_attempts)
+        verifier = config.verifier
+        client = VerifierClient(
+            verifiers, verifier.timeout_s, verifier.max_attempts, verifier.restart_timeout_s
+        )
 
     def factory() -> Any:
         return actor.remote(config.rewards, client)
