@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # not yet run here: kept out of CI until it is
 ROOT = Path(__file__).resolve().parents[2]
 
 # script, small arguments, a line the finished run prints
