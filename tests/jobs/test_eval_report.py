@@ -249,6 +249,9 @@ class ScriptedPool:
     config = PoolConfig(chunk_size=1)
     slots: dict[int, Any] = {}  # noqa: RUF012
 
+    def broadcast(self, method: str, *args: Any) -> None:
+        """No actors, so nothing to reset."""
+
     def map(self, requests: list[Any], failed: Any) -> list[Trajectory]:
         out: list[Trajectory] = []
         for request in requests:
