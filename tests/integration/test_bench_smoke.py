@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-# Slow until these runs have been tried here; then they belong in CI (issue: every bench in CI).
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 # script, small arguments, a line the finished run prints
