@@ -1,4 +1,4 @@
-"""Synthetic high-resolution task: read the small glyph written next to a named large landmark.
+"""Synthetic high-resolution tasks: read a fine detail of a named large landmark.
 
 Each image shows several LARGE coloured shapes ("landmarks", e.g. a blue triangle) on a pale,
 lightly textured background with medium grey clutter and stray distractor glyphs. A small
@@ -8,33 +8,47 @@ cannot be guessed from the coarse view: at the demo's coarse budget a glyph is a
 pixels, while the landmarks stay obvious. The policy must use the landmark as context, zoom
 next to it, and read the glyph in the crop: the coarse-to-fine skill ERGO trains.
 
+`task = "stripes"` asks instead which way the thin stripes filling the named landmark run. Each
+landmark of an image has its own orientation, and half of every landmark is each stripe colour,
+so the coarse view shows four evenly tinted shapes: the stripes (period 6 px) are averaged away
+by the downsampling, and only a crop near the landmark's own size resolves them.
+
 `generate(config, num, seed)` is a lazy generator; sample i depends only on (seed, i), so any
 slice of a dataset can be produced alone and the same seed always gives identical bytes.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, Self
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core.drawing import (
+    ORIENTATIONS,
+    SHAPES,
+    IntBox,
+    Orientation,
+    Shape,
+    draw_shape,
+    draw_striped_shape,
+    glyph_mask,
+)
 from core.sample import OPTION_LETTERS, Sample, encode_png
 
 DEMO_COARSE_TOKENS = 64  # the demo's coarse-view budget; the crop gets the same budget
 CATEGORY = "glyph_next_to_landmark"
+STRIPES_CATEGORY = "stripes_in_landmark"
 SOURCE = "synthetic"
 # Glyph letters: no A-D (they name the options) and no I, O, Q (easily confused with 1, 0, O).
 GLYPH_LETTERS = "EFGHJKLMNPRSTUVWXYZ"
 # zlib level 6 halves palette PNGs against level 1 for ~12 ms more per default image.
 PNG_COMPRESS_LEVEL = 6
 
-Shape = Literal["circle", "square", "triangle", "diamond", "hexagon", "star"]
-SHAPES: tuple[Shape, ...] = ("circle", "square", "triangle", "diamond", "hexagon", "star")
 LANDMARK_COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (215, 38, 38),
     "blue": (36, 76, 214),
@@ -46,6 +60,16 @@ LANDMARK_COLOURS: dict[str, tuple[int, int, int]] = {
 BACKGROUNDS = ((236, 236, 230), (241, 236, 224), (228, 233, 238), (233, 238, 229))
 CLUTTER_COLOURS = ((168, 168, 168), (190, 182, 166), (150, 158, 166), (200, 200, 196))
 GLYPH_COLOUR = (18, 18, 18)
+
+
+def _tint(colour: tuple[int, int, int], share: float) -> tuple[int, int, int]:
+    """`colour` mixed with white, `share` of it white."""
+    r, g, b = (round(c + share * (255 - c)) for c in colour)
+    return (r, g, b)
+
+
+# A striped landmark: bands of its colour and of a light tint, inside a rim of their mean.
+STRIPE_INKS = {name: (c, _tint(c, 0.6), _tint(c, 0.3)) for name, c in LANDMARK_COLOURS.items()}
 
 
 def _shade(colour: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -60,16 +84,21 @@ PALETTE = (
     *CLUTTER_COLOURS,
     *LANDMARK_COLOURS.values(),
     GLYPH_COLOUR,
+    *(ink for name in LANDMARK_COLOURS for ink in STRIPE_INKS[name][1:]),
 )
 _PALETTE_INDEX = {colour: index for index, colour in enumerate(PALETTE)}
 
-IntBox = tuple[int, int, int, int]
-
 
 class SyntheticConfig(BaseModel):
-    """Difficulty knobs of the glyph-next-to-landmark task (all sizes in original pixels)."""
+    """Difficulty knobs of the synthetic tasks (all sizes in original pixels)."""
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    task: Literal["glyph", "stripes"] = "glyph"
+    """`glyph`: the letter next to the named landmark; `stripes`: the orientation of the thin
+    stripes filling it (the demo's task: a small model reads stripes, not letters)."""
+    stripe_period: int = Field(default=6, ge=2, le=256)
+    """stripes: one dark and one light band, measured across the stripes."""
 
     width: int = Field(default=2048, ge=256, le=16384)
     """Image width."""
@@ -115,6 +144,10 @@ class SyntheticConfig(BaseModel):
             )
         if self.landmarks > len(LANDMARK_COLOURS) * len(SHAPES):
             raise ValueError("more landmarks than distinct (colour, shape) names")
+        if self.task == "stripes" and self.num_options > len(ORIENTATIONS):
+            raise ValueError(
+                f"num_options {self.num_options}: the stripes task has {len(ORIENTATIONS)}"
+            )
         return self
 
 
@@ -136,6 +169,7 @@ class Landmark:
     box: IntBox
     glyph: str
     glyph_box: IntBox
+    orientation: Orientation | None  # stripes task only
 
     @property
     def name(self) -> str:
@@ -171,18 +205,36 @@ def make_sample(config: SyntheticConfig, seed: int, index: int) -> Sample:
     rng = sample_rng(seed, index)
     scene = make_scene(config, rng)
     target = scene.landmarks[int(rng.integers(len(scene.landmarks)))]
-    options = _options(config, scene, target, rng)
-    x1, y1, x2, y2 = target.glyph_box
+    if config.task == "stripes":
+        assert target.orientation is not None
+        options: list[str] = _stripe_options(config, target.orientation, rng)
+        answer, box, category = target.orientation, target.box, STRIPES_CATEGORY
+        question = f"Which way do the thin stripes inside {target.name} run?"
+    else:
+        options = _options(config, scene, target, rng)
+        answer, box, category = target.glyph, target.glyph_box, CATEGORY
+        question = f"Which letter is written next to {target.name}?"
     return Sample(
         id=f"synthetic-{seed}-{index}",
         image=encode_png(render(config, scene), compress_level=PNG_COMPRESS_LEVEL),
-        question=f"Which letter is written next to {target.name}?",
+        question=question,
         options=tuple(options),
-        answer=OPTION_LETTERS[options.index(target.glyph)],
-        gt_box=(float(x1), float(y1), float(x2), float(y2)),
-        category=CATEGORY,
+        answer=OPTION_LETTERS[options.index(answer)],
+        gt_box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
+        category=category,
         source=SOURCE,
     )
+
+
+def _stripe_options(
+    config: SyntheticConfig, answer: Orientation, rng: np.random.Generator
+) -> list[str]:
+    """The answer and `num_options - 1` other orientations, shuffled."""
+    others = [o for o in ORIENTATIONS if o != answer]
+    rng.shuffle(others)
+    options: list[str] = [answer, *others[: config.num_options - 1]]
+    rng.shuffle(options)
+    return options
 
 
 def _options(
@@ -242,7 +294,13 @@ def _landmarks(config: SyntheticConfig, rng: np.random.Generator) -> tuple[Landm
         colour = list(LANDMARK_COLOURS)[int(name) // len(SHAPES)]
         shape = SHAPES[int(name) % len(SHAPES)]
         glyph_box = _beside(box, glyph_mask(letter, config.target_size).size, config, rng)
-        landmarks.append(Landmark(colour, shape, box, letter, glyph_box))
+        landmarks.append(Landmark(colour, shape, box, letter, glyph_box, None))
+    if config.task == "stripes":  # distinct orientations: the others tell nothing
+        order = rng.permutation(len(ORIENTATIONS))
+        landmarks = [
+            dataclasses.replace(lm, orientation=ORIENTATIONS[order[i % len(order)]])
+            for i, lm in enumerate(landmarks)
+        ]
     return tuple(landmarks)
 
 
@@ -308,56 +366,21 @@ def render(config: SyntheticConfig, scene: Scene) -> Image.Image:
     for shape, box, colour in scene.clutter:
         draw_shape(draw, shape, box, ink(colour))
     for landmark in scene.landmarks:
-        draw_shape(draw, landmark.shape, landmark.box, ink(LANDMARK_COLOURS[landmark.colour]))
-    glyphs = [(lm.glyph, lm.glyph_box) for lm in scene.landmarks] + list(scene.distractors)
+        colour = ink(LANDMARK_COLOURS[landmark.colour])
+        if landmark.orientation is None:
+            draw_shape(draw, landmark.shape, landmark.box, colour)
+        else:
+            period = config.stripe_period
+            dark, light, rim = STRIPE_INKS[landmark.colour]
+            inks = (ink(dark), ink(light), ink(rim))
+            draw_striped_shape(
+                image, landmark.shape, landmark.box, landmark.orientation, period, inks
+            )
+    glyphs = [(lm.glyph, lm.glyph_box) for lm in scene.landmarks if config.task == "glyph"]
+    glyphs += scene.distractors
     for letter, box in glyphs:
         image.paste(ink(GLYPH_COLOUR), box, glyph_mask(letter, config.target_size))
     return image
-
-
-def draw_shape(draw: ImageDraw.ImageDraw, shape: Shape, box: IntBox, colour: int) -> None:
-    """Fill `shape` inscribed in `box` with palette index `colour`."""
-    if shape == "circle":
-        draw.ellipse(box, fill=colour)
-    elif shape == "square":
-        draw.rectangle(box, fill=colour)
-    else:
-        draw.polygon(_polygon(shape, box), fill=colour)
-
-
-def _polygon(shape: Shape, box: IntBox) -> list[tuple[float, float]]:
-    x1, y1, x2, y2 = box
-    cx, cy, rx, ry = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2, (y2 - y1) / 2
-    if shape == "triangle":
-        return [(cx, y1), (x2, y2), (x1, y2)]
-    if shape == "diamond":
-        return [(cx, y1), (x2, cy), (cx, y2), (x1, cy)]
-    if shape == "hexagon":
-        angles, radii = np.deg2rad(np.arange(0, 360, 60)), np.ones(6)
-    else:  # star: 10 points, alternating radius
-        angles = np.deg2rad(np.arange(-90, 270, 36))
-        radii = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
-    xs, ys = cx + radii * rx * np.cos(angles), cy + radii * ry * np.sin(angles)
-    return [(float(x), float(y)) for x, y in zip(xs, ys, strict=True)]
-
-
-@functools.lru_cache(maxsize=512)
-def glyph_mask(letter: str, size: int) -> Image.Image:
-    """A binary mask ("L", 0/255) of `letter`, cropped to its ink, longest side exactly `size`.
-
-    Rendered large and scaled down so that every glyph has the same, exact longest side.
-    Callers must not modify the returned (cached) image.
-    """
-    font = ImageFont.load_default(size=200)
-    canvas = Image.new("L", (300, 300), 0)
-    ImageDraw.Draw(canvas).text((50, 20), letter, fill=255, font=font)
-    ink = canvas.crop(canvas.getbbox())
-    scale = size / max(ink.size)
-    resized = ink.resize(
-        (max(1, round(ink.width * scale)), max(1, round(ink.height * scale))),
-        Image.Resampling.LANCZOS,
-    )
-    return resized.point(lambda v: 255 if v >= 128 else 0)
 
 
 def _expand(box: IntBox, pad: int) -> IntBox:

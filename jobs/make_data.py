@@ -24,17 +24,18 @@ DATA_FILE = "data.parquet"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m jobs.make_data", description=__doc__)
     sources = parser.add_subparsers(dest="source", required=True, metavar="SOURCE")
-    synthetic = sources.add_parser("synthetic", help="glyph-next-to-landmark task (core.synthetic)")
+    synthetic = sources.add_parser("synthetic", help="the synthetic tasks (core.synthetic)")
     synthetic.add_argument("--out", type=Path, required=True, help="output folder")
     synthetic.add_argument("--num", type=int, required=True, help="number of samples")
     synthetic.add_argument("--seed", type=int, default=0, help="dataset seed (>= 0)")
     for name, field in SyntheticConfig.model_fields.items():
+        kind = str if name == "task" else int
         synthetic.add_argument(
             "--" + name.replace("_", "-"),
             dest=f"config.{name}",
-            type=int,
+            type=kind,
             default=None,
-            metavar="INT",
+            metavar=kind.__name__.upper(),
             help=f"{field.description} (default {field.default})",
         )
     return parser
