@@ -142,7 +142,7 @@ def build_config(
         "num_hidden_layers": num_layers,
         "num_attention_heads": hidden_size // 64,
         "num_key_value_heads": 1,
-        "max_position_embeddings": 4096,
+        "max_position_embeddings": 8192,  # a full-resolution 2048x1536 image is 4032 tokens
         "rope_parameters": {
             "rope_type": "default",
             "rope_theta": 1e6,

@@ -48,6 +48,7 @@ CURVES = (
     "reward/box",
     "val/accuracy",
     "val/region",
+    "val/iou",
 )
 
 
@@ -88,7 +89,7 @@ class Trainer:
                 self._log(tracker, metrics, step)
                 if step % cfg.samples_every == 0:
                     self._log_samples(tracker, step, trajectories, results)
-                bar.set_postfix(_postfix(metrics))
+                bar.set_postfix(_postfix(metrics, self.history))
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                     self._checkpoint(step, cursor, tracker.run_id)
             self._finish(tracker)
@@ -134,9 +135,11 @@ class Trainer:
         return {
             "val/accuracy": scored.get("reward/accuracy", 0.0),
             "val/region": scored.get("reward/region", 0.0),
+            "val/iou": scored.get("reward/iou", 0.0),
             "val/reward": scored["reward/total"],
             "val/vision_tokens": stats["rollout/vision_tokens_total"],
             "val/fallback_rate": stats["rollout/fallback_rate"],
+            "val/box_area_ratio": stats["rollout/box_area_ratio"],
         }
 
     def shutdown(self) -> None:
@@ -260,9 +263,16 @@ class _Timer:
         self.last = now
 
 
-def _postfix(metrics: dict[str, float]) -> dict[str, str]:
+def _postfix(
+    metrics: dict[str, float], history: dict[str, list[tuple[int, float]]]
+) -> dict[str, str]:
+    """The step's reward and phase times, and the latest validation accuracy with its step."""
     keys = ("reward/total", "time/rollout", "time/reward", "time/learn", "time/sync")
-    return {k.split("/")[1]: f"{metrics[k]:.2f}" for k in keys if k in metrics}
+    shown = {k.split("/")[1]: f"{metrics[k]:.2f}" for k in keys if k in metrics}
+    if history.get("val/accuracy"):
+        step, accuracy = history["val/accuracy"][-1]
+        shown["val_acc"] = f"{accuracy:.2f}@{step}"
+    return shown
 
 
 def main(argv: list[str] | None = None) -> None:

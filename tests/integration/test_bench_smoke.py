@@ -31,7 +31,11 @@ RUNS = [
     ),
     ("serve", ["--clients", "1", "--seconds", "2", "--max-tokens", "8"], "tokens: vision tokens"),
     ("stream_memory", ["--num", "40"], "total:"),
-    ("weight_sync", ["--workers", "1", "--sizes", "128x2"], "object_store"),
+    (
+        "weight_sync",
+        ["--workers", "1", "--ranks", "1", "--backend", "hf", "--sizes", "128x2"],
+        "object_store",
+    ),
 ]
 
 

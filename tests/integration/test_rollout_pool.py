@@ -178,6 +178,7 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(
     assert {t.weight_version for t in pool.run(samples[:2], G)} == {7}  # replacement has v7
 
 
+@pytest.mark.slow  # 1.5 min; CI keeps under 30 min, `bash scripts/test.sh -m slow` runs it
 def test_autoscaling_grows_under_backlog_and_shrinks_when_idle(
     pool: RolloutPool, local_ray: None, tiny_model_dir: Path, samples: list[Sample]
 ) -> None:

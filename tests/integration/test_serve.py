@@ -271,6 +271,7 @@ def _running(app: str) -> int:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.slow  # 1.5 min; CI keeps under 30 min, `bash scripts/test.sh -m slow` runs it
 def test_autoscaling_rises_under_a_burst_and_falls_back_when_idle(
     vllm_app: str, tiny_model_dir: Path
 ) -> None:
