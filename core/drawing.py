@@ -10,7 +10,7 @@ import functools
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFont
 
 Shape = Literal["circle", "square", "triangle", "diamond", "hexagon", "star"]
 SHAPES: tuple[Shape, ...] = ("circle", "square", "triangle", "diamond", "hexagon", "star")
@@ -72,7 +72,7 @@ def draw_striped_shape(
     size = (x2 - x1 + 1, y2 - y1 + 1)  # PIL's shapes include their last row and column
     inside = Image.new("L", size, 0)
     draw_shape(ImageDraw.Draw(inside), shape, (0, 0, size[0] - 1, size[1] - 1), 255)
-    core = np.asarray(inside.filter(ImageFilter.MinFilter(2 * period + 1)))
+    core = _erode(np.asarray(inside), period)
     ys, xs = np.mgrid[y1 : y2 + 1, x1 : x2 + 1]
     across = {
         "horizontal": ys,
@@ -84,6 +84,17 @@ def draw_striped_shape(
     image.paste(inks[2], (x1, y1), inside)
     image.paste(inks[0], (x1, y1), Image.fromarray(np.where(dark, core, 0).astype(np.uint8)))
     image.paste(inks[1], (x1, y1), Image.fromarray(np.where(dark, 0, core).astype(np.uint8)))
+
+
+def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
+    """`mask` eroded by a square of side 2 * radius + 1 (separable: rows, then columns)."""
+    for axis in (0, 1):
+        pad = [(radius, radius) if a == axis else (0, 0) for a in range(2)]
+        windows = np.lib.stride_tricks.sliding_window_view(
+            np.pad(mask, pad), 2 * radius + 1, axis=axis
+        )
+        mask = windows.min(axis=-1)
+    return mask
 
 
 @functools.lru_cache(maxsize=512)

@@ -229,12 +229,12 @@ def make_sample(config: SyntheticConfig, seed: int, index: int) -> Sample:
 def _stripe_options(
     config: SyntheticConfig, answer: Orientation, rng: np.random.Generator
 ) -> list[str]:
-    """The answer and `num_options - 1` other orientations, shuffled."""
+    """The answer and `num_options - 1` other orientations, always in `ORIENTATIONS` order: the
+    letter names the orientation, so reading the crop is the whole skill (a small model
+    cannot also learn to look the letter up in a shuffled list)."""
     others = [o for o in ORIENTATIONS if o != answer]
-    rng.shuffle(others)
-    options: list[str] = [answer, *others[: config.num_options - 1]]
-    rng.shuffle(options)
-    return options
+    chosen = {answer, *(others[i] for i in rng.permutation(len(others))[: config.num_options - 1])}
+    return [o for o in ORIENTATIONS if o in chosen]
 
 
 def _options(
