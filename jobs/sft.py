@@ -1,18 +1,13 @@
-"""Warm start: supervised fine-tuning on what a base VLM already knows, not on ERGO's policy.
+"""Warm start: supervised fine-tuning on synthetic two-stage transcripts.
 
-    python -m jobs.sft --model runs/demo/tiny-model --out runs/demo/sft-model [--steps 300]
+    python -m jobs.sft --model runs/demo/tiny-model --out runs/demo/sft-model [--steps 200]
 
-A random tiny model can neither see nor write a `<zoom>` box, so GRPO would have nothing to
-compare. The warm start teaches, on the synthetic task (`--task`, default stripes), three skills
-a pretrained VLM brings, each from its own rows:
-- grounding: "Locate the large blue star" on the coarse view, answered with its box;
-- reading: a crop of one landmark in the verifier's format, answered with its option letter
-  (so that a frozen copy of the warm-started model can serve as the region verifier);
-- the two-turn format: ERGO's transcript, where stage 1 zooms on a landmark chosen AT RANDOM,
-  not the one the question names, and stage 2 reports what that crop shows.
-It does not teach which region to look at: a warm-started policy zooms on the named landmark
-about one time in four (chance, with four landmarks). GRPO is what must teach it to look where
-the question points. Runs one learner rank in this process (no Ray).
+A random tiny model never writes a `<zoom>` box, so GRPO would have nothing to compare. Each
+transcript is an episode as the rollout builds it (same chat tokens, same geometry): stage 1
+names a box around the ground truth, widened by a random margin (as a policy unsure of the
+exact spot would), stage 2 answers with the right letter; only the two replies are trained.
+It teaches the format and roughly where to look; GRPO then improves what imitation cannot.
+Runs one learner rank in this process (no Ray).
 """
 
 from __future__ import annotations
@@ -26,77 +21,42 @@ from PIL import Image
 from transformers import AutoTokenizer
 
 from actors.chat_tokens import ChatTokens
-from actors.engine import EngineConfig, Sampling, TokenPrompt
-from actors.hf_engine import HFEngine
 from core.geometry import parse_zoom, resize_to_budget, zoom
 from core.prompts import Message, PromptTemplates, coarse_messages, fine_messages, verifier_messages
 from core.sample import OPTION_LETTERS, Sample
-from core.synthetic import (
-    DEMO_COARSE_TOKENS,
-    Landmark,
-    SyntheticConfig,
-    make_sample,
-    make_scene,
-    sample_rng,
-)
+from core.synthetic import DEMO_COARSE_TOKENS, SyntheticConfig, generate
 from learners.batch import TrainRow
 from learners.config import LearnerConfig, OptimConfig
 from learners.group import normalizer
 from learners.worker import LearnerWorker
-from rewards.answer import AccuracyConfig, match_answer
 
 logger = logging.getLogger(__name__)
-GROUNDING = "Locate {name} in this image of {width}x{height} pixels. Reply with its box."
 
 
-def warm_start_rows(
-    config: SyntheticConfig,
-    seed: int,
-    index: int,
-    chat: ChatTokens,
-    templates: PromptTemplates,
-    budget: int,
-    rng: np.random.Generator,
+def transcripts(
+    sample: Sample, chat: ChatTokens, templates: PromptTemplates, budget: int, margin: float
 ) -> list[TrainRow]:
-    """Grounding, reading and format rows for sample `index` of the dataset with `seed`."""
-    sample = make_sample(config, seed, index)
-    landmarks = make_scene(config, sample_rng(seed, index)).landmarks
+    """One ideal episode as token ids, images and a mask over the two replies; and the same
+    crop answered in the verifier's format, so that a frozen copy of the warm-started model
+    can serve as the demo's region verifier (it must answer a letter from the crop alone)."""
+    assert sample.gt_box is not None, "transcripts need a ground-truth box"
     original = sample.decode_image()
     coarse = resize_to_budget(original, budget)
-    scale = (coarse.width / original.width, coarse.height / original.height)
-    named, shown = (landmarks[int(i)] for i in rng.integers(len(landmarks), size=2))
-    text = GROUNDING.format(name=named.name, width=coarse.width, height=coarse.height)
-    grounding = [
-        {"role": "system", "content": templates.system},
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]},
-    ]
-    box = _coarse_box(named, scale, margin=0.0)
-    rows = [_reply_row(chat, grounding, f"[{', '.join(map(str, box))}]", [coarse])]
-
-    read = _read_question(config, sample, named)
-    crop = zoom(original, coarse.size, parse_zoom(_zoom(named, scale, rng)), budget).image
-    messages = verifier_messages(templates, read, sample.options)
-    rows.append(_reply_row(chat, messages, _letter(sample, named), [crop]))
-    rows.append(_episode_row(sample, shown, chat, templates, (original, coarse), budget, rng))
-    return rows
-
-
-def _episode_row(
-    sample: Sample,
-    shown: Landmark,
-    chat: ChatTokens,
-    templates: PromptTemplates,
-    views: tuple[Image.Image, Image.Image],
-    budget: int,
-    rng: np.random.Generator,
-) -> TrainRow:
-    """ERGO's two-turn transcript, zooming on `shown` (a random landmark) and reporting it."""
-    original, coarse = views
-    scale = (coarse.width / original.width, coarse.height / original.height)
     messages = coarse_messages(templates, sample, coarse.size)
-    stage1 = f"<think>Look closer at one object.</think>{_zoom(shown, scale, rng)}"
+    sx, sy = coarse.width / original.width, coarse.height / original.height
+    x1, y1, x2, y2 = sample.gt_box
+    pad_x, pad_y = margin * (x2 - x1) + 1, margin * (y2 - y1) + 1
+    box = [
+        max(0, round((x1 - pad_x) * sx)),
+        max(0, round((y1 - pad_y) * sy)),
+        min(coarse.width, round((x2 + pad_x) * sx)),
+        min(coarse.height, round((y2 + pad_y) * sy)),
+    ]
+    stage1 = f"<think>Look near the object named.</think><zoom>[{', '.join(map(str, box))}]</zoom>"
     view = zoom(original, coarse.size, parse_zoom(stage1), budget)
-    stage2 = f"<think>Read the crop.</think>{_letter(sample, shown)}"
+    letter = sample.answer.strip().upper()
+    option = sample.options[OPTION_LETTERS.index(letter)] if sample.options else letter
+    stage2 = f"<think>It is {option}.</think><answer>{letter}</answer>"
     prompt = chat.prompt(messages)
     reply1 = [*chat.encode(stage1), chat.eos_token_id]
     glue = chat.continuation(
@@ -105,71 +65,16 @@ def _episode_row(
     reply2 = [*chat.encode(stage2), chat.eos_token_id]
     ids = prompt + reply1 + glue + reply2
     mask = [0] * len(prompt) + [1] * len(reply1) + [0] * len(glue) + [1] * len(reply2)
-    return TrainRow(ids, [coarse, view.image], mask, [0.0] * len(ids), 0.0)
-
-
-def _coarse_box(landmark: Landmark, scale: tuple[float, float], margin: float) -> list[int]:
-    x1, y1, x2, y2 = landmark.box
-    pad_x, pad_y = margin * (x2 - x1), margin * (y2 - y1)
-    sx, sy = scale
+    episode = TrainRow(ids, [coarse, view.image], mask, [0.0] * len(ids), 0.0)
     return [
-        max(0, round((x1 - pad_x) * sx)),
-        max(0, round((y1 - pad_y) * sy)),
-        round((x2 + pad_x) * sx),
-        round((y2 + pad_y) * sy),
+        episode,
+        _reply_row(
+            chat,
+            verifier_messages(templates, sample.question, sample.options),
+            f"<answer>{letter}</answer>",
+            [view.image],
+        ),
     ]
-
-
-def _zoom(landmark: Landmark, scale: tuple[float, float], rng: np.random.Generator) -> str:
-    """`<zoom>` on `landmark`, widened by a random margin (as a policy unsure of its edges)."""
-    box = _coarse_box(landmark, scale, float(rng.uniform(0.0, 0.3)))
-    return f"<zoom>[{', '.join(map(str, box))}]</zoom>"
-
-
-def _read_question(config: SyntheticConfig, sample: Sample, landmark: Landmark) -> str:
-    if config.task == "stripes":
-        return f"Which way do the thin stripes inside {landmark.name} run?"
-    return f"Which letter is written next to {landmark.name}?"
-
-
-def _letter(sample: Sample, landmark: Landmark) -> str:
-    """`<answer>X</answer>` with the option that is true of `landmark`."""
-    truth = landmark.orientation if landmark.orientation is not None else landmark.glyph
-    if truth not in sample.options:
-        return "<answer>none</answer>"  # glyph task: another landmark's letter may be no option
-    return f"<answer>{OPTION_LETTERS[sample.options.index(truth)]}</answer>"
-
-
-def verifier_room(
-    model: str, config: SyntheticConfig, seed: int, num: int, budget: int
-) -> tuple[float, float]:
-    """Greedy accuracy of `model` answering in the verifier's format from the ground-truth crop
-    (the named landmark's box) and from a random crop (a box of random place and size, a tenth
-    to a half of each side): the room the region reward has to move."""
-    engine = HFEngine(EngineConfig(backend="hf", model=model))
-    chat, templates = ChatTokens(AutoTokenizer.from_pretrained(model)), PromptTemplates.load()
-    rng = np.random.default_rng(seed)
-    prompts, samples = [], []
-    for index in range(num):
-        sample = make_sample(config, seed, index)
-        original = sample.decode_image()
-        assert sample.gt_box is not None
-        w, h = original.size
-        sw, sh = (int(v * rng.uniform(0.1, 0.5)) for v in (w, h))
-        x, y = int(rng.integers(w - sw)), int(rng.integers(h - sh))
-        truth = tuple(round(v) for v in sample.gt_box)
-        for box in (truth, (x, y, x + sw, y + sh)):
-            crop = resize_to_budget(original.crop(box), budget)
-            messages = verifier_messages(templates, sample.question, sample.options)
-            prompts.append(TokenPrompt(chat.prompt(messages), [crop]))
-        samples.append(sample)
-    replies = engine.generate(prompts, Sampling(max_tokens=8, temperature=0.0))
-    engine.shutdown()
-    right = [
-        match_answer(chat.decode(r[0].token_ids), s.answer, s.options, AccuracyConfig()).value
-        for s, r in zip([s for s in samples for _ in range(2)], replies, strict=True)
-    ]
-    return float(np.mean(right[0::2])), float(np.mean(right[1::2]))
 
 
 def _reply_row(
@@ -185,9 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--task", choices=["stripes", "glyph"], default="stripes")
     parser.add_argument("--samples", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--budget", type=int, default=DEMO_COARSE_TOKENS)
@@ -198,21 +102,20 @@ def main(argv: list[str] | None = None) -> None:
     chat = ChatTokens(AutoTokenizer.from_pretrained(model))
     templates = PromptTemplates.load()
     rng = np.random.default_rng(args.seed)
-    config = SyntheticConfig(task=args.task)
-    data_seed = args.seed + 7  # not the demo's training or validation data (seed 0)
+    samples = generate(SyntheticConfig(), num=args.samples, seed=args.seed + 7)
     rows = [
         row
-        for index in range(args.samples)
-        for row in warm_start_rows(config, data_seed, index, chat, templates, args.budget, rng)
+        for s in samples
+        for row in transcripts(s, chat, templates, args.budget, float(rng.uniform(1, 6)))
     ]
-    learner = LearnerConfig(
+    config = LearnerConfig(
         model=model,
         objective="sft",
         micro_batch_size=args.batch,
         optim=OptimConfig(lr=args.lr, warmup_steps=10, schedule="cosine", total_steps=args.steps),
         seed=args.seed,
     )
-    worker = LearnerWorker(learner, rank=0, world_size=1)
+    worker = LearnerWorker(config, rank=0, world_size=1)
     worker.setup(worker.rendezvous())
     try:
         for step in range(args.steps):
@@ -223,10 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         worker.export_hf(str(Path(args.out).resolve()))
     finally:
         worker.shutdown()
-    out = str(Path(args.out).resolve())
-    truth, random = verifier_room(out, config, seed=args.seed + 8, num=64, budget=args.budget)
-    logger.info("as verifier: %.2f right on ground-truth crops, %.2f on random ones", truth, random)
-    print(out)
+    print(Path(args.out).resolve())
 
 
 if __name__ == "__main__":
