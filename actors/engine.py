@@ -41,7 +41,7 @@ class EngineConfig(BaseModel):
     """vLLM: images one prompt may hold (coarse view + crop)."""
     tensor_parallel_size: int = Field(1, ge=1)
     """vLLM: GPUs one engine spans (a 72B verifier needs several); give its actor as many."""
-    max_num_seqs: int = Field(64, ge=1)
+    max_num_seqs: int = Field(128, ge=1)
     """vLLM: sequences scheduled together."""
     enable_prefix_caching: bool = True
     """vLLM: reuse stage 1's KV for stage 2, whose prompt extends it token for token."""
