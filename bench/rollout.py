@@ -10,9 +10,9 @@ same tiny model and the same synthetic samples:
   pool's worker does, without Ray);
 - the pool: Ray actors hosting vLLM CPU engines.
 Engine start-up and one warm-up are excluded from each: one sample for the sample-by-sample
-loop, the whole batch once for the two vLLM runs (a batch's first run compiles kernels for its
-shapes, per process: the raw engine would otherwise inherit the loop's, the pool's worker not). Prints trajectories/s, policy
-tokens/s and the pool's ratios (project targets: >= 5x the sequential loop, >= 0.8x raw vLLM).
+loop, the whole batch once for each vLLM run (a batch's first run compiles kernels for its
+shapes, once per process). Prints trajectories/s, policy tokens/s and the pool's ratios
+(project targets: >= 5x the sequential loop, >= 0.8x raw vLLM).
 """
 
 from __future__ import annotations
