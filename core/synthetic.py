@@ -208,7 +208,8 @@ def make_sample(config: SyntheticConfig, seed: int, index: int) -> Sample:
     if config.task == "stripes":
         assert target.orientation is not None
         options: list[str] = _stripe_options(config, target.orientation, rng)
-        answer, box, category = target.orientation, target.box, STRIPES_CATEGORY
+        answer: str = target.orientation
+        box, category = target.box, STRIPES_CATEGORY
         question = f"Which way do the thin stripes inside {target.name} run?"
     else:
         options = _options(config, scene, target, rng)
@@ -366,9 +367,9 @@ def render(config: SyntheticConfig, scene: Scene) -> Image.Image:
     for shape, box, colour in scene.clutter:
         draw_shape(draw, shape, box, ink(colour))
     for landmark in scene.landmarks:
-        colour = ink(LANDMARK_COLOURS[landmark.colour])
+        fill = ink(LANDMARK_COLOURS[landmark.colour])
         if landmark.orientation is None:
-            draw_shape(draw, landmark.shape, landmark.box, colour)
+            draw_shape(draw, landmark.shape, landmark.box, fill)
         else:
             period = config.stripe_period
             dark, light, rim = STRIPE_INKS[landmark.colour]
