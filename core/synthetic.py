@@ -9,7 +9,7 @@ pixels, while the landmarks stay obvious. The policy must use the landmark as co
 next to it, and read the glyph in the crop: the coarse-to-fine skill ERGO trains.
 
 `task = "stripes"` asks instead which way the thin stripes filling the named landmark run. Each
-landmark of an image has its own orientation, and half of every landmark is each stripe colour,
+landmark of an image has its own orientation, and half of every striped core is each band colour,
 so the coarse view shows four evenly tinted shapes: the stripes (period 6 px) are averaged away
 by the downsampling, and only a crop near the landmark's own size resolves them.
 
@@ -96,7 +96,7 @@ class SyntheticConfig(BaseModel):
 
     task: Literal["glyph", "stripes"] = "glyph"
     """`glyph`: the letter next to the named landmark; `stripes`: the orientation of the thin
-    stripes filling it (the demo's task: a small model reads stripes, not letters)."""
+    stripes filling it (docs/stripes_task.md)."""
     stripe_period: int = Field(default=6, ge=2, le=256)
     """stripes: one dark and one light band, measured across the stripes."""
 

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--num", type=int, required=True, help="number of samples")
     synthetic.add_argument("--seed", type=int, default=0, help="dataset seed (>= 0)")
     for name, field in SyntheticConfig.model_fields.items():
-        kind = str if name == "task" else int
+        kind = int if field.annotation is int else str  # sizes and counts; `task` a name
         synthetic.add_argument(
             "--" + name.replace("_", "-"),
             dest=f"config.{name}",

@@ -1,4 +1,4 @@
-"""The stripes task (`SyntheticConfig(task="stripes")`), the demo's task: its question and
+"""The stripes task (`SyntheticConfig(task="stripes")`): its question and
 option contract, and its acceptance property. Rendering one scene four times, once per stripe
 orientation of the named landmark, gives four coarse views that are alike to within a few grey
 levels, and a gradient classifier reading them is at chance; the ground-truth crops at the same
