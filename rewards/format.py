@@ -2,7 +2,7 @@
 
 Stage 1: a `<think>` block, then exactly one `<zoom>[x1, y1, x2, y2]</zoom>` holding four numbers,
 and nothing after it. Stage 2: a `<think>` block, then exactly one non-empty `<answer>`, and
-nothing after it. The paper does not publish its rule; this one is ours (see README).
+nothing after it. The paper does not publish its rule; this one is ours (see docs/rewards.md).
 """
 
 from __future__ import annotations
