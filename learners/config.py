@@ -49,6 +49,9 @@ class LearnerConfig(BaseModel):
     """Trajectories per forward/backward pass; gradients accumulate over a step's micro-batches."""
     mixed_precision: bool | None = None
     """bf16 parameters and compute with fp32 gradient reduction (FSDP2); default: on GPU only."""
+    freeze_vision: bool = False
+    """Keep the vision encoder's weights fixed (its patch merger still trains): it keeps the
+    features it was given, and the backward pass skips its blocks."""
     activation_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
     seed: int = 0

@@ -261,6 +261,10 @@ def _load_sharded(config: LearnerConfig, mixed: bool, trainable: bool) -> Any:
         fully_shard(block, mp_policy=precision)
     fully_shard(model, mp_policy=precision)
     model.requires_grad_(trainable)
+    if trainable and config.freeze_vision:
+        visual = model.model.visual
+        visual.requires_grad_(False)
+        visual.merger.requires_grad_(True)
     if not trainable:
         model.eval()
     return model
