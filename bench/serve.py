@@ -30,11 +30,11 @@ from ray import serve
 
 from actors.engine import EngineConfig
 from actors.episode import EpisodeConfig
-from actors.serving import ServingConfig
 from core.geometry import budget_tokens
 from core.synthetic import SyntheticConfig, generate
 from jobs.make_tiny_model import make_tiny_model
 from jobs.serve import AutoscalingSettings, BatchSettings, ReplicaSettings, ServeConfig, build_app
+from serving.model import ServingConfig
 
 
 @dataclass

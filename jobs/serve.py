@@ -12,7 +12,7 @@ Routes (under `http.route_prefix`):
   token just now; 503 once the engine failed or passed its deadline, after which Serve's health
   check replaces the replica). Ray Serve's own `/-/healthz` and `/-/routes` are there too.
 
-Each replica hosts one `actors.serving.ServingModel` (one engine). Concurrent requests are
+Each replica hosts one `serving.model.ServingModel` (one engine). Concurrent requests are
 batched (`serve.batch`) into shared engine calls; replicas scale between `autoscaling.min_replicas`
 and `max_replicas` on ongoing requests. Resources, batching and autoscaling come from config.
 """
@@ -36,9 +36,9 @@ from ray import serve
 
 from actors.engine import EngineConfig
 from actors.guarded_engine import EngineDead
-from actors.openai_protocol import RequestError, models_body
-from actors.serving import PreparedChat, PreparedErgo, ServingConfig, ServingModel
 from jobs.config import ConfigError, load_toml
+from serving.model import PreparedChat, PreparedErgo, ServingConfig, ServingModel
+from serving.protocol import RequestError, models_body
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,6 @@ from ray import serve
 
 from actors.engine import EngineConfig
 from actors.episode import EpisodeConfig
-from actors.image_input import RequestLimits
-from actors.serving import ServingConfig
 from core.sample import encode_png
 from core.synthetic import DEMO_COARSE_TOKENS, SyntheticConfig, generate
 from jobs.serve import (
@@ -40,6 +38,8 @@ from jobs.serve import (
     ServeConfig,
     build_app,
 )
+from serving.image_input import RequestLimits
+from serving.model import ServingConfig
 
 pytestmark = pytest.mark.integration
 APP = "ergo"

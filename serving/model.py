@@ -23,16 +23,6 @@ from actors.chat_tokens import ChatTokens
 from actors.engine import Completion, Engine, EngineConfig, Sampling, TokenPrompt
 from actors.episode import EpisodeConfig, EpisodeRunner
 from actors.guarded_engine import GuardedEngine, build_engine
-from actors.image_input import Fetcher, RequestLimits, check_image, decode_checked, image_bytes
-from actors.openai_protocol import (
-    ChatCompletionRequest,
-    ErgoRequest,
-    ImagePart,
-    RequestError,
-    chat_completion_body,
-    completion_id,
-    validate_as,
-)
 from core.geometry import (
     QWEN_DEFAULT_MAX_TOKENS,
     budget_tokens,
@@ -44,6 +34,16 @@ from core.prompts import DEFAULT_PROMPTS, Message, PromptTemplates
 from core.sample import Sample
 from core.trajectory import Trajectory
 from rewards.answer import answer_text, extract_choice
+from serving.image_input import Fetcher, RequestLimits, check_image, decode_checked, image_bytes
+from serving.protocol import (
+    ChatCompletionRequest,
+    ErgoRequest,
+    ImagePart,
+    RequestError,
+    chat_completion_body,
+    completion_id,
+    validate_as,
+)
 
 logger = logging.getLogger(__name__)
 

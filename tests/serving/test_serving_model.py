@@ -24,12 +24,12 @@ from transformers import AutoTokenizer
 from actors.engine import Completion, EngineConfig, Sampling, TokenPrompt
 from actors.episode import EpisodeConfig
 from actors.guarded_engine import EngineDead
-from actors.image_input import RequestLimits
-from actors.openai_protocol import RequestError
-from actors.serving import ServingConfig, ServingModel
 from core.geometry import vision_tokens
 from core.sample import encode_png
 from core.synthetic import DEMO_COARSE_TOKENS, SyntheticConfig, generate
+from serving.image_input import RequestLimits
+from serving.model import ServingConfig, ServingModel
+from serving.protocol import RequestError
 
 STAGE1 = "<think>the diamond is top left</think><zoom>[10, 20, 60, 50]</zoom>"
 STAGE2 = "<think>I see it</think><answer>B</answer>"

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from actors.openai_protocol import RequestError
 from core.geometry import GeometryError, fit_to_budget
+from serving.protocol import RequestError
 
 _DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[^,;]*)*),", re.ASCII)
 _WHITESPACE = re.compile(rb"\s+")
