@@ -22,7 +22,7 @@ from actors.engine import Completion, Engine, Sampling, TokenPrompt
 from core.geometry import parse_zoom, resize_to_budget, vision_tokens, zoom
 from core.prompts import Message, PromptTemplates, coarse_messages, fine_messages
 from core.sample import Sample, SampleError
-from core.trajectory import Trajectory
+from core.trajectory import Trajectory, failed_trajectories
 
 logger = logging.getLogger(__name__)
 
@@ -194,4 +194,4 @@ def request_seeds(
 def failed_group(sample: Sample, group_size: int, version: int, reason: str) -> list[Trajectory]:
     """`group_size` trajectories marking a sample that could not run (never a gap)."""
     logger.warning("sample %s cannot run: %s", sample.id, reason)
-    return [Trajectory(sample, g, version, failure=reason) for g in range(group_size)]
+    return failed_trajectories([sample], group_size, version, reason)

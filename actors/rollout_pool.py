@@ -19,7 +19,7 @@ from actors.actor_pool import ActorFactory, ActorPool, PoolConfig
 from actors.episode import EpisodeConfig
 from actors.rollout_worker import EpisodeRequest
 from core.sample import Sample
-from core.trajectory import Trajectory
+from core.trajectory import Trajectory, failed_trajectories
 
 __all__ = ["PoolConfig", "RolloutPool"]
 
@@ -52,14 +52,18 @@ class RolloutPool(ActorPool):
     def run(self, samples: list[Sample], group_size: int) -> list[Trajectory]:
         """Trajectories for every sample (`group_size` each, the workers' episode), in order."""
         version = self.version
-        return self.map(samples, lambda chunk, why: _failed(chunk, group_size, version, why))
+        return self.map(
+            samples, lambda chunk, why: failed_trajectories(chunk, group_size, version, why)
+        )
 
     def run_with(self, samples: list[Sample], episode: EpisodeConfig) -> list[Trajectory]:
         """Like `run`, with another episode (validation's greedy one, say) on the same engines."""
         version = self.version
         return self.map(
             [EpisodeRequest(s, episode) for s in samples],
-            lambda chunk, why: _failed([r.sample for r in chunk], episode.group_size, version, why),
+            lambda chunk, why: failed_trajectories(
+                [r.sample for r in chunk], episode.group_size, version, why
+            ),
             "run_requests",
         )
 
@@ -72,8 +76,3 @@ def _to_wire(tensor: torch.Tensor) -> np.ndarray | torch.Tensor:
     """numpy travels zero-copy through Ray's object store; dtypes numpy lacks stay tensors."""
     tensor = tensor.detach().to("cpu")
     return tensor if tensor.dtype == torch.bfloat16 else tensor.contiguous().numpy()
-
-
-def _failed(samples: list[Sample], group_size: int, version: int, reason: str) -> list[Trajectory]:
-    """A chunk that kept failing: every trajectory it owed, marked with the reason."""
-    return [Trajectory(s, g, version, failure=reason) for s in samples for g in range(group_size)]

@@ -90,6 +90,14 @@ TRAJECTORY_SCHEMA = pa.schema(
 )
 
 
+def failed_trajectories(
+    samples: Iterable[Sample], group_size: int, version: int, reason: str
+) -> list[Trajectory]:
+    """`group_size` trajectories per sample, each marked with why it could not run: the one
+    builder of failure records, so that a failure stays in every denominator, never a gap."""
+    return [Trajectory(s, g, version, failure=reason) for s in samples for g in range(group_size)]
+
+
 def trajectory_row(t: Trajectory) -> dict[str, Any]:
     """A flat row for inspection and replay; images as PNG bytes."""
     pngs = [_png(image) for image in t.images] + [None, None]

@@ -37,7 +37,7 @@ from actors.episode import EpisodeConfig, EpisodeMode
 from actors.rollout_worker import EpisodeRequest, RolloutWorker
 from core.benchmarks import HRBenchVariant
 from core.prompts import DEFAULT_PROMPTS
-from core.trajectory import Trajectory
+from core.trajectory import Trajectory, failed_trajectories
 from jobs.config import TrackingConfig, flatten
 from jobs.eval_data import EvalDataset, EvalItem, RowFailure, benchmark_name, count_rows
 from jobs.eval_data import eval_items as read_items
@@ -251,7 +251,7 @@ def _evaluate(
     requests = [EpisodeRequest(item, episode) for item in items if not isinstance(item, RowFailure)]
 
     def failed(chunk: list[EpisodeRequest], reason: str) -> list[Trajectory]:
-        return [Trajectory(r.sample, 0, 0, failure=reason) for r in chunk]
+        return failed_trajectories([r.sample for r in chunk], 1, 0, reason)
 
     ran = iter(pool.map(requests, failed))
     return [
