@@ -20,11 +20,11 @@ import ray
 from actors.actor_pool import PoolConfig
 from actors.engine import EngineConfig
 from actors.reward_worker import RewardWorker
-from actors.verifier import VerifierConfig, VerifierWorker
+from actors.verifier import VerifierWorker
 from core.scripted import scripted_trajectories
 from core.synthetic import DEMO_COARSE_TOKENS, SyntheticConfig, generate
 from jobs.make_tiny_model import make_tiny_model
-from jobs.rewards import RewardPoolConfig, make_reward_pool, make_verifiers
+from jobs.rewards import RewardPoolConfig, VerifierGroupConfig, make_reward_pool, make_verifiers
 from jobs.rollout import WorkerResources
 from rewards.registry import RewardConfig
 
@@ -51,9 +51,12 @@ def main() -> None:
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         config = RewardPoolConfig(
-            verifier=VerifierConfig(engine=engine, max_new_tokens=16),
-            verifier_workers=args.verifier_workers,
-            verifier_resources=WorkerResources(num_cpus=0.5),
+            verifier=VerifierGroupConfig(
+                engine=engine,
+                max_new_tokens=16,
+                workers=args.verifier_workers,
+                resources=WorkerResources(num_cpus=0.5),
+            ),
             pool=PoolConfig(
                 min_workers=args.reward_workers,
                 max_workers=args.reward_workers,

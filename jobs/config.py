@@ -85,17 +85,14 @@ class LoopConfig(BaseModel):
     sampling (per-request seeds; see `EpisodeConfig.seed`)."""
 
 
-class LearnerGroupConfig(BaseModel):
-    """The learner group: ranks, their resources, and the learner itself."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class LearnerGroupConfig(LearnerConfig):
+    """The learner (objective, optimizer, batching, precision, from `LearnerConfig`), its ranks
+    and their resources: `[learner]`."""
 
     world_size: int = Field(2, ge=1)
     """Learner ranks (one GPU each on clusters)."""
     resources: WorkerResources = WorkerResources(num_cpus=0.25)
     """Ray resources per rank."""
-    learner: LearnerConfig
-    """Objective, optimizer, batching, precision."""
     weight_transport: WeightTransport = "shm"
     """How new weights reach the rollout workers: `shm`, a file in shared memory that every
     learner rank fills with its own shards and every rollout worker maps (learners and rollout
@@ -146,9 +143,9 @@ class TrainConfig(BaseModel):
         rollout = data.setdefault("rollout", {})
         if isinstance(rollout, dict):
             rollout.setdefault("engine", {}).setdefault("model", model)
-        group = data.setdefault("learner", {})
-        if isinstance(group, dict):
-            group.setdefault("learner", {}).setdefault("model", model)
+        learner = data.setdefault("learner", {})
+        if isinstance(learner, dict):
+            learner.setdefault("model", model)
         rewards = data.get("rewards")
         verifier = rewards.get("verifier") if isinstance(rewards, dict) else None
         if isinstance(verifier, dict):
@@ -236,7 +233,7 @@ def apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def flatten(config: BaseModel) -> dict[str, str]:
-    """`{"learner.learner.optim.lr": "1e-06", ...}`: MLflow params of the resolved config."""
+    """`{"learner.optim.lr": "1e-06", ...}`: MLflow params of the resolved config."""
     out: dict[str, str] = {}
 
     def walk(prefix: str, value: Any) -> None:

@@ -60,9 +60,9 @@ class Trainer:
         self.train_samples, self.val_samples = load_data(config)
         self.rollout = make_rollout_pool(config.rollout)
         self.rewards = make_reward_pool(config.rewards, make_verifiers(config.rewards))
-        group = config.learner
+        learner = config.learner
         self.learner = make_learner_group(
-            group.learner, group.world_size, group.resources, group.weight_transport
+            learner, learner.world_size, learner.resources, learner.weight_transport
         )
         self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
 
@@ -210,7 +210,7 @@ def training_rows(
 ) -> list[TrainRow]:
     """GRPO advantages per group (failed rollouts count as reward 0 in their group, then are
     left out: they have no tokens to train on)."""
-    grpo = config.learner.learner.grpo
+    grpo = config.learner.grpo
     rewards = torch.tensor([r.total for r in results], dtype=torch.float64)
     groups = torch.arange(len(trajectories)) // group_size
     advantages = group_advantages(rewards, groups, grpo.normalize_std, grpo.std_eps)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.trajectory import Trajectory
 from rewards.answer import AccuracyConfig, match_answer
@@ -43,6 +43,15 @@ class RewardConfig(BaseModel):
     """Box adjustment: the crop may cover at most this share of the image (ERGO: 0.6)."""
     accuracy: AccuracyConfig = Field(default_factory=AccuracyConfig)
     """How the policy's (and the verifier's) answers are read and compared."""
+
+    @field_validator("weights")
+    @classmethod
+    def _known(cls, weights: dict[str, float]) -> dict[str, float]:
+        """An unknown name fails when the config is read, not when the first batch is scored."""
+        unknown = sorted(set(weights) - set(REWARDS))
+        if unknown:
+            raise ValueError(f"unknown reward components {unknown}; known: {sorted(REWARDS)}")
+        return weights
 
 
 RewardFn = Callable[[Trajectory, VerifierAnswer | None, RewardConfig], Score]

@@ -21,9 +21,9 @@ from engine_processes import signal_engine_core
 from actors.actor_pool import PoolConfig
 from actors.engine import EngineConfig
 from actors.reward_worker import RewardPool, RewardWorker
-from actors.verifier import VerifierClient, VerifierConfig
+from actors.verifier import VerifierClient
 from core.trajectory import Trajectory
-from jobs.rewards import RewardPoolConfig, make_reward_pool, make_verifiers
+from jobs.rewards import RewardPoolConfig, VerifierGroupConfig, make_reward_pool, make_verifiers
 from jobs.rollout import WorkerResources
 from rewards.registry import DEFAULT_WEIGHTS, RewardConfig, reward_metrics, score_trajectory
 from rewards.verifier import VerifierAnswer, VerifierQuery
@@ -38,8 +38,12 @@ def config(tiny_model_dir: Path) -> RewardPoolConfig:
         model=str(tiny_model_dir), max_model_len=1024, max_images_per_prompt=1, engine_process=True
     )
     return RewardPoolConfig(
-        verifier=VerifierConfig(engine=engine, max_new_tokens=8, timeout_s=300),
-        verifier_resources=WorkerResources(num_cpus=0.5),
+        verifier=VerifierGroupConfig(
+            engine=engine,
+            max_new_tokens=8,
+            timeout_s=300,
+            resources=WorkerResources(num_cpus=0.5),
+        ),
         pool=PoolConfig(
             min_workers=2, max_workers=2, chunk_size=3, request_cluster_resources=False
         ),

@@ -1,14 +1,30 @@
-"""Every config file parses; overrides and errors behave."""
+"""Every config file and documented example parses; overrides and errors behave."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+import time
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from jobs.config import ConfigError, flatten, load_config, parse_overrides
+from core.prompts import PromptTemplates
+from jobs.config import ConfigError, TrainConfig, flatten, load_config, parse_overrides
 
-ALL_CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.toml"))
+ROOT = Path(__file__).parents[2]
+ALL_CONFIGS = sorted((ROOT / "configs").glob("*.toml"))
+PROMPTS = sorted((ROOT / "configs" / "prompts").glob("*.toml"))
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(r"^```toml\n(.*?)^```", re.DOTALL | re.MULTILINE)
+EXAMPLES = [
+    pytest.param(text, id=f"{doc.name}:{n}")
+    for doc in DOCS
+    for n, text in enumerate(FENCE.findall(doc.read_text()))
+]
 SERVE_CONFIGS = [p for p in ALL_CONFIGS if p.name.startswith("serve")]  # `jobs.serve`'s
 CONFIGS = [p for p in ALL_CONFIGS if p not in SERVE_CONFIGS]
 
@@ -17,7 +33,7 @@ CONFIGS = [p for p in ALL_CONFIGS if p not in SERVE_CONFIGS]
 def test_every_config_file_parses(path: Path) -> None:
     config = load_config(path)
     assert config.rollout.engine.model.endswith(Path(config.model).name)
-    assert config.learner.learner.model == config.rollout.engine.model
+    assert config.learner.model == config.rollout.engine.model
     assert flatten(config)["train.steps"] == str(config.train.steps)
 
 
@@ -32,6 +48,64 @@ def test_every_serve_config_file_parses(path: Path) -> None:
     assert load_serve_config(path, model="other/model").engine.model == "other/model"
 
 
+@pytest.mark.parametrize("path", PROMPTS, ids=lambda p: p.name)
+def test_every_prompts_file_loads(path: Path) -> None:
+    PromptTemplates.load(path)
+
+
+def merged(base: dict[str, Any], fragment: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in fragment.items():
+        old = out.get(key)
+        out[key] = (
+            merged(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+        )
+    return out
+
+
+def test_the_docs_hold_toml_examples() -> None:
+    assert EXAMPLES
+
+
+@pytest.mark.parametrize("text", EXAMPLES)
+def test_every_toml_example_in_the_docs_is_a_valid_train_config_fragment(text: str) -> None:
+    """Each ```toml block of README.md and docs/*.md, merged into a minimal config."""
+    TrainConfig.model_validate(merged({"model": "some/model"}, tomllib.loads(text)))
+
+
+def test_an_unknown_reward_name_fails_at_load_listing_the_known_ones(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('model = "m"\n[rewards.weights]\naccuracy = 1.0\nnovelty = 0.5\n')
+    with pytest.raises(ConfigError, match=r"rewards\.weights: .*novelty.*known: \['accuracy'"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"rewards\.weights.*novelty"):
+        load_config(ROOT / "configs" / "demo.toml", ["--rewards.weights.novelty", "1.0"])
+
+
+def test_the_train_job_exits_2_on_a_bad_config_before_ray_starts(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('model = "m"\n[rewards.weights]\nnovelty = 0.5\n')
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.train", "--config", str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "rewards.weights" in done.stderr and "novelty" in done.stderr
+    assert "Started a local Ray instance" not in done.stderr + done.stdout
+    assert time.monotonic() - start < 60
+
+
+def test_verifier_settings_live_in_one_section() -> None:
+    config = load_config(ROOT / "configs" / "qwen2_5_vl_7b.toml")
+    assert config.rewards.verifier is not None
+    assert config.rewards.verifier.workers == 1
+    assert config.rewards.verifier.resources.num_gpus == 4
+
+
 def test_configs_folder_has_the_demo_and_the_7b_recipe() -> None:
     assert {p.name for p in CONFIGS} >= {"demo.toml", "qwen2_5_vl_7b.toml"}
 
@@ -41,23 +115,23 @@ def test_7b_recipe_keeps_ergo_defaults() -> None:
     assert config.episode.coarse_max_tokens == 1280
     assert config.rewards.verifier is not None
     assert config.rewards.verifier.engine.model == "Qwen/Qwen2.5-VL-72B-Instruct"
-    grpo = config.learner.learner.grpo
+    grpo = config.learner.grpo
     assert (grpo.kl_beta, grpo.kl_estimator, grpo.clip_low, grpo.clip_high) == (
         0.04,
         "k3",
         0.2,
         0.2,
     )
-    assert config.rewards.rewards.weights["region"] == 1.0
-    assert config.rewards.rewards.weights["box"] == 0.5
+    assert config.rewards.weights["region"] == 1.0
+    assert config.rewards.weights["box"] == 0.5
 
 
 def test_dotted_overrides_are_typed() -> None:
     config = load_config(
         CONFIGS[0].parent / "demo.toml",
-        ["--learner.learner.optim.lr", "3e-5", "--train.steps", "2", "--tracking.run_name", "x"],
+        ["--learner.optim.lr", "3e-5", "--train.steps", "2", "--tracking.run_name", "x"],
     )
-    assert config.learner.learner.optim.lr == 3e-5
+    assert config.learner.optim.lr == 3e-5
     assert config.train.steps == 2
     assert config.tracking.run_name == "x"
     assert parse_overrides(["--a.b", "true", "--c", "[1, 2]"]) == [("a.b", True), ("c", [1, 2])]
@@ -73,7 +147,7 @@ def test_the_run_seed_seeds_the_rollout_unless_the_episode_has_its_own() -> None
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [
-        (["--learner.learner.optim.lr", "-1"], "learner.learner.optim.lr"),
+        (["--learner.optim.lr", "-1"], "learner.optim.lr"),
         (["--train.stpes", "3"], "train.stpes"),
         (["--rollout.episode.group_size", "zero"], "rollout.episode.group_size"),
         (["--data.source", "parquet"], "data"),

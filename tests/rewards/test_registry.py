@@ -96,9 +96,9 @@ def test_ground_truth_overlap_is_scored(sample) -> None:
     assert result.scores["coverage"].value == pytest.approx(1.0, abs=1e-3)
 
 
-def test_unknown_components_are_named() -> None:
-    with pytest.raises(KeyError, match="novelty"):
-        check_components(RewardConfig(weights={"novelty": 1.0}))
+def test_unknown_components_fail_in_the_config_naming_the_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"novelty.*known: \['accuracy'"):
+        RewardConfig(weights={"novelty": 1.0})
 
 
 def test_users_register_components(sample) -> None:
