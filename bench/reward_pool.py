@@ -19,13 +19,13 @@ import ray
 
 from actors.actor_pool import PoolConfig
 from actors.engine import EngineConfig
+from actors.resources import WorkerResources
 from actors.reward_worker import RewardWorker
 from actors.verifier import VerifierWorker
 from core.scripted import scripted_trajectories
 from core.synthetic import DEMO_COARSE_TOKENS, SyntheticConfig, generate
 from jobs.make_tiny_model import make_tiny_model
 from jobs.rewards import RewardPoolConfig, VerifierGroupConfig, make_reward_pool, make_verifiers
-from jobs.rollout import WorkerResources
 from rewards.registry import RewardConfig
 
 

@@ -29,13 +29,14 @@ from actors.chat_tokens import ChatTokens
 from actors.engine import EngineConfig
 from actors.episode import EpisodeConfig, EpisodeRunner
 from actors.hf_engine import HFEngine
+from actors.resources import WorkerResources
 from actors.rollout_pool import PoolConfig
 from actors.vllm_engine import VLLMEngine
 from core.prompts import PromptTemplates
 from core.synthetic import DEMO_COARSE_TOKENS, SyntheticConfig, generate
 from core.trajectory import Trajectory
 from jobs.make_tiny_model import make_tiny_model
-from jobs.rollout import RolloutConfig, WorkerResources, make_rollout_pool
+from jobs.rollout import RolloutConfig, make_rollout_pool
 
 
 def rates(trajectories: list[Trajectory], seconds: float) -> tuple[float, float]:

@@ -32,9 +32,10 @@ import ray
 from actors.actor_pool import PoolConfig
 from actors.engine import EngineConfig
 from actors.episode import EpisodeConfig
+from actors.resources import WorkerResources
 from jobs.learner import make_learner_group
 from jobs.make_tiny_model import make_tiny_model
-from jobs.rollout import RolloutConfig, WorkerResources, make_rollout_pool
+from jobs.rollout import RolloutConfig, make_rollout_pool
 from learners.config import LearnerConfig
 
 TRANSPORTS = ("shm", "object_store")

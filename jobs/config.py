@@ -17,9 +17,10 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from actors.episode import EpisodeConfig
+from actors.resources import WorkerResources
 from core.synthetic import SyntheticConfig
 from jobs.rewards import RewardPoolConfig
-from jobs.rollout import RolloutConfig, WorkerResources
+from jobs.rollout import RolloutConfig
 from learners.config import LearnerConfig
 from learners.weight_export import WeightTransport
 

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from actors.actor_pool import ActorPool, PoolConfig
 from actors.engine import EngineConfig
 from actors.episode import EpisodeConfig, EpisodeMode
+from actors.resources import WorkerResources
 from actors.rollout_worker import EpisodeRequest, RolloutWorker
 from core.benchmarks import HRBenchVariant
 from core.prompts import DEFAULT_PROMPTS
@@ -51,7 +52,6 @@ from jobs.eval_report import (
     write_records,
     write_report,
 )
-from jobs.rollout import WorkerResources
 from rewards.answer import AccuracyConfig
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from typing import Any
 
 import ray
 
-from jobs.rollout import WorkerResources
+from actors.resources import WorkerResources
 from learners.config import LearnerConfig
 from learners.group import LearnerGroup
 from learners.weight_export import WeightTransport

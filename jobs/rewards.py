@@ -14,10 +14,10 @@ import ray
 from pydantic import Field
 
 from actors.actor_pool import PoolConfig
+from actors.resources import WorkerResources
 from actors.reward_worker import RewardPool, RewardWorker
 from actors.verifier import VerifierClient, VerifierConfig, VerifierWorker
 from core.prompts import DEFAULT_PROMPTS
-from jobs.rollout import WorkerResources
 from rewards.registry import RewardConfig
 
 

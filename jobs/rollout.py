@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from actors.engine import EngineConfig
 from actors.episode import EpisodeConfig
+from actors.resources import WorkerResources
 from actors.rollout_pool import PoolConfig, RolloutPool
 from actors.rollout_worker import RolloutWorker
 from core.dataset import iter_samples, write_samples
@@ -33,32 +34,6 @@ from core.trajectory import Trajectory, write_trajectories
 
 logger = logging.getLogger(__name__)
 DEMO_DIR = Path("runs/demo")
-
-
-class WorkerResources(BaseModel):
-    """Ray resources of one rollout worker (from config, never hard-coded)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    num_cpus: float = Field(1.0, ge=0.0)
-    """Logical CPUs (a fraction on small machines)."""
-    num_gpus: float = Field(0.0, ge=0.0)
-    """GPUs: 1 per worker on clusters."""
-    custom: dict[str, float] = Field(default_factory=dict)
-    """Custom resources, e.g. to pin rollout workers to a node type."""
-
-    def bundle(self) -> dict[str, float]:
-        bundle = {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.custom}
-        return {k: v for k, v in bundle.items() if v > 0}
-
-    def actor_options(self, max_restarts: int = 0) -> dict[str, Any]:
-        """`ray.remote(...).options(...)` for an actor with these resources."""
-        return {
-            "num_cpus": self.num_cpus,
-            "num_gpus": self.num_gpus,
-            "resources": self.custom or None,
-            "max_restarts": max_restarts,
-        }
 
 
 class RolloutConfig(BaseModel):

@@ -36,6 +36,7 @@ from ray import serve
 
 from actors.engine import EngineConfig
 from actors.guarded_engine import EngineDead
+from actors.resources import WorkerResources
 from jobs.config import ConfigError, load_toml
 from serving.model import PreparedChat, PreparedErgo, ServingConfig, ServingModel
 from serving.protocol import RequestError, models_body
@@ -76,17 +77,12 @@ class AutoscalingSettings(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
-class ReplicaSettings(BaseModel):
-    """One replica's resources and request limits."""
+class ReplicaSettings(WorkerResources):
+    """One replica's resources (`num_cpus`, `num_gpus`, `custom`: one GPU per engine on
+    clusters) and its request limits."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    num_cpus: float = Field(1.0, ge=0.0)
-    """Logical CPUs per replica (a fraction on small machines)."""
-    num_gpus: float = Field(0.0, ge=0.0)
-    """GPUs per replica (1 per engine on clusters; the engine's tensor_parallel_size)."""
-    custom: dict[str, float] = Field(default_factory=dict)
-    """Custom Ray resources, e.g. to place replicas on a node type."""
     max_ongoing_requests: int = Field(16, ge=1)
     """Requests one replica holds at once (the batch is formed from these)."""
     max_queued_requests: int = Field(-1, ge=-1)
@@ -95,9 +91,6 @@ class ReplicaSettings(BaseModel):
     """How often Serve asks a replica whether its engine is healthy."""
     health_check_timeout_s: float = Field(30.0, gt=0.0)
     """A health check that takes longer counts as failed."""
-
-    def actor_options(self) -> dict[str, Any]:
-        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "resources": self.custom}
 
 
 class BatchSettings(BaseModel):
@@ -266,7 +259,7 @@ def build_app(config: ServeConfig) -> Any:
     deployment = serve.deployment(ErgoServer).options(
         name="ErgoServer",
         autoscaling_config=config.autoscaling.as_ray(),
-        ray_actor_options=replica.actor_options(),
+        ray_actor_options=replica.ray_options(),
         max_ongoing_requests=replica.max_ongoing_requests,
         max_queued_requests=replica.max_queued_requests,
         health_check_period_s=replica.health_check_period_s,

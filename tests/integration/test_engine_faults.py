@@ -23,11 +23,12 @@ from engine_processes import signal_engine_core
 
 from actors.engine import EngineConfig
 from actors.episode import EpisodeConfig
+from actors.resources import WorkerResources
 from actors.rollout_pool import PoolConfig, RolloutPool
 from core.sample import Sample
 from core.synthetic import DEMO_COARSE_TOKENS, SyntheticConfig, generate
 from core.trajectory import Trajectory
-from jobs.rollout import RolloutConfig, WorkerResources, make_rollout_pool
+from jobs.rollout import RolloutConfig, make_rollout_pool
 
 pytestmark = pytest.mark.integration
 G = 2

@@ -14,10 +14,11 @@ import ray
 
 from actors.engine import EngineConfig, TokenPrompt
 from actors.episode import EpisodeConfig
+from actors.resources import WorkerResources
 from actors.rollout_pool import PoolConfig
 from core.trajectory import Trajectory
 from jobs.learner import make_learner_group
-from jobs.rollout import RolloutConfig, WorkerResources, make_rollout_pool
+from jobs.rollout import RolloutConfig, make_rollout_pool
 from learners.batch import TrainRow
 from learners.config import LearnerConfig, OptimConfig
 from learners.group import LearnerGroup

@@ -20,11 +20,11 @@ from engine_processes import signal_engine_core
 
 from actors.actor_pool import PoolConfig
 from actors.engine import EngineConfig
+from actors.resources import WorkerResources
 from actors.reward_worker import RewardPool, RewardWorker
 from actors.verifier import VerifierClient
 from core.trajectory import Trajectory
 from jobs.rewards import RewardPoolConfig, VerifierGroupConfig, make_reward_pool, make_verifiers
-from jobs.rollout import WorkerResources
 from rewards.registry import DEFAULT_WEIGHTS, RewardConfig, reward_metrics, score_trajectory
 from rewards.verifier import VerifierAnswer, VerifierQuery
 

@@ -20,12 +20,13 @@ from safetensors.torch import load_file
 from actors.engine import EngineConfig, TokenPrompt
 from actors.episode import EpisodeConfig
 from actors.hf_engine import HFEngine
+from actors.resources import WorkerResources
 from actors.rollout_pool import PoolConfig, RolloutPool
 from core.sample import Sample
 from core.synthetic import DEMO_COARSE_TOKENS, SyntheticConfig, generate
 from core.tokens import expanded_positions
 from core.trajectory import Trajectory, write_trajectories
-from jobs.rollout import RolloutConfig, WorkerResources, make_rollout_pool
+from jobs.rollout import RolloutConfig, make_rollout_pool
 
 pytestmark = pytest.mark.integration
 G = 4
