@@ -31,14 +31,14 @@ import ray
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from actors.actor_pool import ActorPool, PoolConfig
+from actors.actor_pool import PoolConfig
 from actors.engine import EngineConfig
 from actors.episode import EpisodeConfig, EpisodeMode
 from actors.resources import WorkerResources
-from actors.rollout_worker import EpisodeRequest, RolloutWorker
+from actors.rollout_pool import RolloutPool
+from actors.rollout_worker import RolloutWorker
 from core.benchmarks import HRBenchVariant
 from core.prompts import DEFAULT_PROMPTS
-from core.trajectory import Trajectory, failed_trajectories
 from jobs.config import TrackingConfig, flatten
 from jobs.eval_data import EvalDataset, EvalItem, RowFailure, benchmark_name, count_rows
 from jobs.eval_data import eval_items as read_items
@@ -166,14 +166,14 @@ def required_model_len(episodes: list[EpisodeConfig]) -> int:
     return -(-need // 256) * 256
 
 
-def make_eval_pool(config: EvalConfig, engine: EngineConfig | None = None) -> ActorPool:
-    """`RolloutWorker` actors that run `EpisodeRequest`s (any mode, any cap) on one engine each."""
+def make_eval_pool(config: EvalConfig, engine: EngineConfig | None = None) -> RolloutPool:
+    """`RolloutWorker` actors that run any mode at any cap on one engine each."""
     actor = ray.remote(RolloutWorker).options(**config.resources.actor_options())
     engine = engine or config.engine()
     first = config.episodes()[0]
 
     def factory() -> Any:
-        return actor.remote(engine, first, config.prompts)
+        return actor.remote(engine, config.prompts)
 
     pool = PoolConfig(
         min_workers=config.workers,
@@ -181,10 +181,10 @@ def make_eval_pool(config: EvalConfig, engine: EngineConfig | None = None) -> Ac
         chunk_size=config.batch_size,
         max_attempts=config.max_attempts,
     )
-    return ActorPool(factory, pool, config.resources.bundle(), "run_requests", "eval")
+    return RolloutPool(factory, pool, config.resources.bundle(), first, name="eval")
 
 
-def run_eval(pool: ActorPool, config: EvalConfig) -> list[dict[str, Any]]:
+def run_eval(pool: RolloutPool, config: EvalConfig) -> list[dict[str, Any]]:
     """Every run over the benchmark; writes the report, the parquet files and the plot."""
     out = Path(config.out)
     summaries = [_run(pool, config, episode, out) for episode in config.episodes()]
@@ -196,7 +196,9 @@ def run_eval(pool: ActorPool, config: EvalConfig) -> list[dict[str, Any]]:
     return summaries
 
 
-def _run(pool: ActorPool, config: EvalConfig, episode: EpisodeConfig, out: Path) -> dict[str, Any]:
+def _run(
+    pool: RolloutPool, config: EvalConfig, episode: EpisodeConfig, out: Path
+) -> dict[str, Any]:
     """One (mode, cap) pass: streamed in windows that keep every worker busy."""
     benchmark = benchmark_name(config.dataset, config.hrbench_variant)
     total = count_rows(config.dataset, config.data_root, config.hrbench_variant)
@@ -206,7 +208,7 @@ def _run(pool: ActorPool, config: EvalConfig, episode: EpisodeConfig, out: Path)
     desc = f"{benchmark} {episode.mode} cap {episode.coarse_max_tokens}"
     # Runs share the engines: an image processed by an earlier run (the single-stage view is
     # the coarse view at the same cap) must not make this one look faster.
-    pool.broadcast("reset_caches")
+    pool.broadcast(lambda actor: actor.reset_caches.remote(), "reset_caches")
     start = time.perf_counter()
     with tqdm(total=total, desc=desc, unit="sample") as bar:
         for items in _windows(_items(config), window):
@@ -245,15 +247,10 @@ def _windows(items: Iterator[EvalItem], size: int) -> Iterator[list[EvalItem]]:
 
 
 def _evaluate(
-    pool: ActorPool, items: list[EvalItem], episode: EpisodeConfig, accuracy: AccuracyConfig
+    pool: RolloutPool, items: list[EvalItem], episode: EpisodeConfig, accuracy: AccuracyConfig
 ) -> list[EvalRecord]:
     """Records in item order: unreadable rows as failures, the rest through the workers."""
-    requests = [EpisodeRequest(item, episode) for item in items if not isinstance(item, RowFailure)]
-
-    def failed(chunk: list[EpisodeRequest], reason: str) -> list[Trajectory]:
-        return failed_trajectories([r.sample for r in chunk], 1, 0, reason)
-
-    ran = iter(pool.map(requests, failed))
+    ran = iter(pool.run([i for i in items if not isinstance(i, RowFailure)], episode))
     return [
         EvalRecord(i.id, i.category, i.answer, failure=i.reason)
         if isinstance(i, RowFailure)

@@ -58,9 +58,9 @@ def make_rollout_pool(config: RolloutConfig) -> RolloutPool:
     actor = ray.remote(RolloutWorker).options(**config.resources.actor_options())
 
     def factory() -> Any:
-        return actor.remote(config.engine, config.episode, config.prompts)
+        return actor.remote(config.engine, config.prompts)
 
-    return RolloutPool(factory, config.pool, config.resources.bundle())
+    return RolloutPool(factory, config.pool, config.resources.bundle(), config.episode)
 
 
 def ensure_demo_assets(root: Path, num_samples: int) -> tuple[Path, Path]:
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     pool = make_rollout_pool(config)
     pool.wait_ready()
     start = time.perf_counter()
-    trajectories = pool.run(samples, args.group_size)
+    trajectories = pool.run(samples)
     seconds = time.perf_counter() - start
     print(describe(trajectories[0]))
     written = write_trajectories(args.out, trajectories)

@@ -104,7 +104,7 @@ class Trainer:
         """One GRPO step; returns its metrics, trajectories and their scores."""
         group_size = self.config.episode.group_size
         timer = _Timer()
-        trajectories = self.rollout.run(batch, group_size)
+        trajectories = self.rollout.run(batch)
         timer.lap("rollout")
         results = self.rewards.score(trajectories)
         timer.lap("reward")
@@ -129,7 +129,7 @@ class Trainer:
         (`train.val_temperature`: greedy, one episode each, by default)."""
         if not self.val_samples:
             return {}
-        trajectories = self.rollout.run_with(self.val_samples, validation_episode(self.config))
+        trajectories = self.rollout.run(self.val_samples, validation_episode(self.config))
         scored = reward_metrics(self.rewards.score(trajectories))
         stats = rollout_metrics(trajectories, 1.0)
         return {

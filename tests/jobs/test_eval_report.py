@@ -16,7 +16,7 @@ from PIL import Image
 from actors.actor_pool import PoolConfig
 from actors.episode import EpisodeConfig
 from core.sample import Sample
-from core.trajectory import Trajectory
+from core.trajectory import Trajectory, failed_trajectories
 from jobs.eval import EvalConfig, parse_args, required_model_len, run_eval
 from jobs.eval_data import UNREADABLE, RowFailure, count_rows, eval_items
 from jobs.eval_report import (
@@ -249,17 +249,17 @@ class ScriptedPool:
     config = PoolConfig(chunk_size=1)
     slots: dict[int, Any] = {}  # noqa: RUF012
 
-    def broadcast(self, method: str, *args: Any) -> None:
+    def broadcast(self, call: Any, what: str) -> None:
         """No actors, so nothing to reset."""
 
-    def map(self, requests: list[Any], failed: Any) -> list[Trajectory]:
+    def run(self, samples: list[Any], episode: Any) -> list[Trajectory]:
         out: list[Trajectory] = []
-        for request in requests:
-            if request.sample.id == "s3":
-                out += failed([request], "ValueError: prompt too long")
+        for sample in samples:
+            if sample.id == "s3":
+                out += failed_trajectories([sample], 1, 0, "ValueError: prompt too long")
             else:
-                two = request.episode.mode == "two-stage"
-                out.append(_trajectory(request.sample, "<answer>B</answer>", two, 0.5))
+                two = episode.mode == "two-stage"
+                out.append(_trajectory(sample, "<answer>B</answer>", two, 0.5))
         return out
 
 
