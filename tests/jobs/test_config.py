@@ -186,3 +186,18 @@ def test_the_rollout_job_loads_its_config_like_every_job(tmp_path: Path) -> None
     with pytest.raises(SystemExit) as exited:
         parse_job_args(RolloutJobConfig, parser, ["--episode.group_sizes", "2"])
     assert exited.value.code == 2
+
+
+def test_the_warm_start_loads_its_config_like_every_job(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from jobs.config import parse_job_args
+    from jobs.sft import SftConfig
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
+    job, _ = parse_job_args(SftConfig, parser, ["--model", "m", "--out", "o", "--steps", "5"])
+    assert (job.model, job.out, job.steps, job.batch) == ("m", "o", 5, 8)
+    with pytest.raises(SystemExit) as exited:
+        parse_job_args(SftConfig, parser, ["--model", "m"])
+    assert exited.value.code == 2 and "out" in capsys.readouterr().err
