@@ -218,6 +218,8 @@ def parse_job_args(
     """Every job's command line: `parser`'s own flags (`--config FILE`, and `--model`, `--address`
     where it has them), then every other `--field value` pair as an override of `schema`. A bad
     file or override exits with status 2 and a message naming the field, before Ray starts."""
+    fields = ", ".join(schema.model_fields)
+    parser.epilog = f"Every other `--field value` pair overrides {schema.__name__}: {fields}."
     args, overrides = parser.parse_known_args(argv)
     try:
         return load_toml(schema, args.config, overrides, getattr(args, "model", None)), args

@@ -298,7 +298,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[EvalConfig, str | None]:
     """The job's config (the TOML file, then `--field value` overrides) and the Ray address."""
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
-        epilog="Every other `--field value` pair overrides a field of EvalConfig.",
     )
     p.add_argument("--config", help="TOML file of EvalConfig fields (default: none)")
     p.add_argument("--address", help="Ray address (default: start a local Ray)")

@@ -135,7 +135,6 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
-        epilog="Every other `--field value` pair overrides a field of RolloutJobConfig.",
     )
     parser.add_argument("--config", help="TOML file of RolloutJobConfig fields (default: none)")
     parser.add_argument("--address", default=None, help="Ray address (default: start locally)")

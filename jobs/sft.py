@@ -116,7 +116,6 @@ class SftConfig(BaseModel):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
-        epilog="Every other `--field value` pair overrides a field of SftConfig.",
     )
     parser.add_argument("--config", help="TOML file of SftConfig fields (default: none)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
