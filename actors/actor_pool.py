@@ -9,8 +9,8 @@ is turned into failure records by the caller's `failed`, so a call never silentl
 Nothing waits forever: an actor that holds a chunk past `request_timeout_s`, or that is not up
 within `start_timeout_s`, counts as stuck and is killed and replaced; after a chunk fails, the
 actor's `health()` must answer within `health_timeout_s` or it is replaced too (a dead engine
-reports itself there). The rollout pool and the reward pool are this pool with their own
-method and failure records.
+reports itself there). The rollout pool and the reward pool are this pool with their own task
+(a callable that sends one chunk to one actor) and failure records.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ from ray.exceptions import RayActorError
 logger = logging.getLogger(__name__)
 
 ActorFactory = Callable[[], Any]  # returns a new actor handle
+# (actor handle, chunk) -> the ObjectRef of one result per item, e.g.
+# `lambda actor, chunk: actor.score.remote(chunk)`
+Task = Callable[[Any, list[Any]], Any]
 Failed = Callable[[list[Any], str], list[Any]]  # (chunk, reason) -> one record per result
 
 
@@ -90,17 +93,17 @@ class _Call:
 
     failed: Failed = lambda chunk, reason: []
     queue: deque[_Chunk] = field(default_factory=deque)
-    method: str = ""
+    task: Task = lambda actor, chunk: None
     results: dict[int, list[Any]] = field(default_factory=dict)
     inflight: dict[Any, tuple[int, _Chunk]] = field(default_factory=dict)
 
 
 class ActorPool:
-    """Owns the actors; `map` runs `method` over chunks of items and returns results in order.
+    """Owns the actors; `map` runs `task` over chunks of items and returns results in order.
 
     Actors must offer `ready()` (a cheap probe that returns once they can work), `health()`
-    (raises unless they can work now), `method` (a list of items -> one list of results for
-    them) and `shutdown()`.
+    (raises unless they can work now), the method `task` calls (a list of items -> one list of
+    results for them) and `shutdown()`. `name` prefixes the pool's metrics and log lines.
     """
 
     def __init__(
@@ -108,18 +111,19 @@ class ActorPool:
         factory: ActorFactory,
         config: PoolConfig,
         worker_resources: dict[str, float],
-        method: str,
-        metrics_prefix: str,
+        task: Task,
+        name: str,
     ) -> None:
         self.factory = factory
         self.config = config
         self.worker_resources = worker_resources
-        self.method = method
+        self.task = task
+        self.name = name
         self.slots: dict[int, _Slot] = {}
         self._ids = itertools.count()
         self._failed_starts = 0
         names = ("replaced", "retried", "timed_out")
-        self._metric = {n: f"{metrics_prefix}/{n}" for n in names}
+        self._metric = {n: f"{name}/{n}" for n in names}
         self.metrics: dict[str, float] = dict.fromkeys(self._metric.values(), 0)
         for _ in range(config.min_workers):
             self._add_worker()
@@ -134,33 +138,34 @@ class ActorPool:
         while any(not s.is_ready for s in self.slots.values()):
             self._poll(call)
 
-    def map(self, items: list[Any], failed: Failed, method: str | None = None) -> list[Any]:
+    def map(self, items: list[Any], failed: Failed, task: Task | None = None) -> list[Any]:
         """Results for every item, in item order (chunks that keep failing: `failed(chunk)`),
-        from the pool's `method` or another actor method that takes a chunk of items."""
+        from the pool's `task` or another one."""
         size = self.config.chunk_size
         starts = range(0, len(items), size)
         chunks = deque(_Chunk(i, items[s : s + size]) for i, s in enumerate(starts))
-        call = _Call(failed, chunks, method or self.method)
+        call = _Call(failed, chunks, task or self.task)
         while call.queue or call.inflight:
             self._scale_up(len(call.queue))
             self._dispatch(call)
             self._poll(call)
         return [r for i in sorted(call.results) for r in call.results[i]]
 
-    def broadcast(self, method: str, *args: Any) -> None:
-        """Call `method(*args)` on every actor, each within `request_timeout_s`; an actor that
-        fails or is late is replaced (a new actor gets what `_on_new_worker` gives it)."""
-        refs = {getattr(s.handle, method).remote(*args): wid for wid, s in self.slots.items()}
+    def broadcast(self, call: Callable[[Any], Any], what: str) -> None:
+        """`call(actor)` (an ObjectRef) for every actor, each within `request_timeout_s`; an
+        actor that fails or is late is replaced (a new actor gets what `_on_new_worker` gives
+        it). `what` names the call in log lines."""
+        refs = {call(s.handle): wid for wid, s in self.slots.items()}
         timeout = self.config.request_timeout_s
         done, late = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
         for ref in done:
             try:
                 ray.get(ref)
             except Exception as exc:
-                logger.warning("%s actor %d failed %s: %s", self.method, refs[ref], method, exc)
+                logger.warning("%s actor %d failed %s: %s", self.name, refs[ref], what, exc)
                 self._replace(refs[ref], _Call(), kill=True)
         for ref in late:
-            logger.warning("%s actor %d: %s over %g s", self.method, refs[ref], method, timeout)
+            logger.warning("%s actor %d: %s over %g s", self.name, refs[ref], what, timeout)
             self.metrics[self._metric["timed_out"]] += 1
             self._replace(refs[ref], _Call(), kill=True)
 
@@ -209,7 +214,7 @@ class ActorPool:
             chunk.deadline = time.monotonic() + self.config.request_timeout_s
             slot = self.slots[wid]
             slot.outstanding += 1
-            ref = getattr(slot.handle, call.method).remote(chunk.items)
+            ref = call.task(slot.handle, chunk.items)
             call.inflight[ref] = (wid, chunk)
 
     def _collect(self, ref: Any, call: _Call) -> None:
@@ -217,12 +222,12 @@ class ActorPool:
         try:
             call.results[chunk.index] = ray.get(ref)
         except RayActorError as exc:
-            logger.warning("%s actor %d died: %s", self.method, wid, exc)
+            logger.warning("%s actor %d died: %s", self.name, wid, exc)
             self._replace(wid, call)
             self._retry(chunk, call, f"worker died: {exc}")
             return
         except Exception as exc:  # an error inside the actor: retry elsewhere, then give up
-            logger.exception("%s chunk %d failed on actor %d", self.method, chunk.index, wid)
+            logger.exception("%s chunk %d failed on actor %d", self.name, chunk.index, wid)
             self._retry(chunk, call, f"{type(exc).__name__}: {exc}")
             if not self._healthy(wid):
                 self._replace(wid, call, kill=True)
@@ -240,7 +245,7 @@ class ActorPool:
         try:
             ray.get(slot.handle.health.remote(), timeout=self.config.health_timeout_s)
         except Exception as exc:
-            logger.warning("%s actor %d is unhealthy: %s", self.method, wid, exc)
+            logger.warning("%s actor %d is unhealthy: %s", self.name, wid, exc)
             return False
         return True
 
@@ -250,7 +255,7 @@ class ActorPool:
         for ref, (wid, chunk) in list(call.inflight.items()):
             if now > chunk.deadline and ref in call.inflight:
                 timeout = self.config.request_timeout_s
-                logger.warning("%s actor %d held a chunk over %g s", self.method, wid, timeout)
+                logger.warning("%s actor %d held a chunk over %g s", self.name, wid, timeout)
                 self.metrics[self._metric["timed_out"]] += 1
                 del call.inflight[ref]
                 self._replace(wid, call, kill=True)
@@ -279,11 +284,11 @@ class ActorPool:
         self._failed_starts = 0
 
     def _failed_start(self, wid: int, reason: str) -> None:
-        logger.warning("%s actor %d did not start: %s", self.method, wid, reason)
+        logger.warning("%s actor %d did not start: %s", self.name, wid, reason)
         self._failed_starts += 1
         if self._failed_starts >= self.config.max_attempts:
             raise RuntimeError(
-                f"{self.method} actors failed to start {self._failed_starts} times in a row;"
+                f"{self.name} actors failed to start {self._failed_starts} times in a row;"
                 f" the last: {reason}"
             )
 
@@ -312,7 +317,7 @@ class ActorPool:
         handle = self.factory()
         self._on_new_worker(handle)
         self.slots[next(self._ids)] = _Slot(handle, handle.ready.remote())
-        logger.info("%s pool: %d actors", self.method, self.size)
+        logger.info("%s pool: %d actors", self.name, self.size)
 
     def _release(self, wid: int) -> None:
         slot = self.slots.pop(wid)
@@ -321,7 +326,7 @@ class ActorPool:
         except Exception:  # already dead or stuck: kill it either way
             logger.debug("actor %d did not shut down cleanly", wid)
         ray.kill(slot.handle)
-        logger.info("%s pool: released an actor, %d left", self.method, self.size)
+        logger.info("%s pool: released an actor, %d left", self.name, self.size)
 
     def _request_resources(self) -> None:
         if not self.config.request_cluster_resources:

@@ -65,7 +65,13 @@ class RewardPool(ActorPool):
         rewards: RewardConfig,
     ) -> None:
         self.rewards = rewards
-        super().__init__(factory, config, worker_resources, "score", "reward_pool")
+        super().__init__(
+            factory,
+            config,
+            worker_resources,
+            lambda actor, chunk: actor.score.remote(chunk),
+            "reward_pool",
+        )
 
     def score(self, trajectories: list[Trajectory]) -> list[RewardResult]:
         names = list(self.rewards.weights)

@@ -1,9 +1,10 @@
 """The rollout pool: rollout workers (Ray actors) in an `ActorPool`, plus the weights they serve.
 
-`run` spreads a step's samples over the workers and returns `group_size` trajectories per
-sample, in order. Every new worker (a scale-up or a replacement) first loads the current
-weights, then takes work. A chunk that keeps failing yields trajectories marked failed, so a
-step never silently loses samples.
+`run` spreads samples over the workers and returns the episode's `group_size` trajectories per
+sample, in order: the pool's own episode (training's), or another one on the same engines
+(validation's greedy episode, an evaluation's mode and cap). Every new worker (a scale-up or a
+replacement) first loads the current weights, then takes work. A chunk that keeps failing
+yields trajectories marked failed, so a step never silently loses samples.
 """
 
 from __future__ import annotations
@@ -25,13 +26,21 @@ __all__ = ["PoolConfig", "RolloutPool"]
 
 
 class RolloutPool(ActorPool):
-    """`RolloutWorker` actors; `run` turns a step's samples into trajectories in order."""
+    """`RolloutWorker` actors; `run` turns samples into trajectories in order."""
 
     def __init__(
-        self, factory: ActorFactory, config: PoolConfig, worker_resources: dict[str, float]
+        self,
+        factory: ActorFactory,
+        config: PoolConfig,
+        worker_resources: dict[str, float],
+        episode: EpisodeConfig,
+        name: str = "pool",
     ) -> None:
+        self.episode = episode
         self.weights: tuple[int, Any] | None = None  # (version, SharedWeights or ObjectRef)
-        super().__init__(factory, config, worker_resources, "rollout", "pool")
+        super().__init__(
+            factory, config, worker_resources, lambda actor, chunk: actor.run.remote(chunk), name
+        )
 
     def update_weights(self, version: int, named: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Put the weights in the object store once; every worker (and later ones) loads them."""
@@ -42,29 +51,25 @@ class RolloutPool(ActorPool):
         `core.shared_weights.SharedWeights` file or an ObjectRef of [(name, array)], as the
         learner group's `export_weights` gives them (no copy through the driver)."""
         self.weights = (version, weights)
-        self.broadcast("update_weights", version, weights)
+        self.broadcast(
+            lambda actor: actor.update_weights.remote(version, weights), "update_weights"
+        )
 
     @property
     def version(self) -> int:
         """The weight version the workers serve (0 before any publish)."""
         return self.weights[0] if self.weights else 0
 
-    def run(self, samples: list[Sample], group_size: int) -> list[Trajectory]:
-        """Trajectories for every sample (`group_size` each, the workers' episode), in order."""
-        version = self.version
-        return self.map(
-            samples, lambda chunk, why: failed_trajectories(chunk, group_size, version, why)
-        )
-
-    def run_with(self, samples: list[Sample], episode: EpisodeConfig) -> list[Trajectory]:
-        """Like `run`, with another episode (validation's greedy one, say) on the same engines."""
+    def run(self, samples: list[Sample], episode: EpisodeConfig | None = None) -> list[Trajectory]:
+        """`episode.group_size` trajectories per sample, in sample order (default: the pool's
+        episode); a chunk that keeps failing yields trajectories marked failed."""
+        episode = episode or self.episode
         version = self.version
         return self.map(
             [EpisodeRequest(s, episode) for s in samples],
             lambda chunk, why: failed_trajectories(
                 [r.sample for r in chunk], episode.group_size, version, why
             ),
-            "run_requests",
         )
 
     def _on_new_worker(self, handle: Any) -> None:

@@ -33,25 +33,22 @@ NamedArrays = list[tuple[str, np.ndarray]]
 
 @dataclass(frozen=True)
 class EpisodeRequest:
-    """A sample and the episode to run it with, so that one worker (one engine) serves several
-    modes and budgets, as evaluation needs; `rollout` uses the worker's own episode."""
+    """A sample and the episode to run it with, so that one worker (one engine) serves every
+    mode and budget: training's sampled episode, validation's greedy one, evaluation's caps."""
 
     sample: Sample
     episode: EpisodeConfig
 
 
 class RolloutWorker:
-    """Hosts one engine and turns batches of samples into trajectories."""
+    """Hosts one engine and turns batches of episode requests into trajectories."""
 
-    def __init__(
-        self, engine: EngineConfig, episode: EpisodeConfig, prompts: str = str(DEFAULT_PROMPTS)
-    ) -> None:
+    def __init__(self, engine: EngineConfig, prompts: str = str(DEFAULT_PROMPTS)) -> None:
         from transformers import AutoTokenizer
 
         self.engine = build_engine(engine)
         self.chat = ChatTokens(AutoTokenizer.from_pretrained(engine.model))
         self.templates = PromptTemplates.load(prompts)
-        self.runner = make_runner(self.chat, self.templates, episode)
 
     def ready(self) -> int:
         """Returns the weight version once the engine is up (a cheap readiness probe)."""
@@ -61,10 +58,7 @@ class RolloutWorker:
         """What the engine can do now: one token within its deadline, or `EngineDead`."""
         return self.engine.health()
 
-    def rollout(self, samples: list[Sample]) -> list[Trajectory]:
-        return self.runner.run(self.engine, samples)
-
-    def run_requests(self, requests: list[EpisodeRequest]) -> list[Trajectory]:
+    def run(self, requests: list[EpisodeRequest]) -> list[Trajectory]:
         """Each request's `group_size` trajectories, in request order; consecutive requests
         with the same episode config run as one batch."""
         trajectories: list[Trajectory] = []

@@ -58,7 +58,7 @@ def measure(
     for sample in samples:
         for episode in episodes:
             start = time.perf_counter()
-            [trajectory] = worker.run_requests([EpisodeRequest(sample, episode)])
+            [trajectory] = worker.run([EpisodeRequest(sample, episode)])
             seconds = time.perf_counter() - start
             records, walls = out[episode.mode]
             records.append(record_from_trajectory(trajectory, AccuracyConfig()))
@@ -86,7 +86,7 @@ def main() -> None:
         length = required_model_len([two, one])
         model = args.model or str(tiny_model_with_positions(Path(folder) / "tiny", 2 * length))
         engine = EngineConfig(model=model, max_model_len=length, cpu_threads=args.threads)
-        worker = RolloutWorker(engine, two)
+        worker = RolloutWorker(engine)
         measure(worker, samples[:1], [two, one])  # warm-up: the first calls pay one-off costs
         results = measure(worker, samples[1:], [two, one])
         worker.shutdown()

@@ -114,6 +114,8 @@ class SyntheticConfig(BaseModel):
     """Smallest landmark side."""
     landmark_max_size: int = Field(default=300, ge=16)
     """Largest landmark side."""
+    landmark_jitter: bool = True
+    """Place each landmark at random inside its grid cell; false: centred in it."""
     glyph_gap: int = Field(default=12, ge=0, le=256)
     """Gap between a landmark's bounding box and its glyph."""
     distractors: int = Field(default=12, ge=0, le=500)
@@ -276,6 +278,20 @@ def make_scene(config: SyntheticConfig, rng: np.random.Generator) -> Scene:
     return Scene(background, lines, tuple(clutter), landmarks, tuple(distractors))
 
 
+def centred_boxes(config: SyntheticConfig, side: int | None = None) -> list[IntBox]:
+    """A square of `side` (default: the largest landmark) centred in each landmark cell, in
+    row-major order: where a landmark stands when `landmark_jitter` is off."""
+    cols, rows = landmark_grid(config)
+    cell_w, cell_h = config.width // cols, config.height // rows
+    side = side or config.landmark_max_size
+    boxes = []
+    for cell in range(cols * rows):
+        x = (cell % cols) * cell_w + (cell_w - side) // 2
+        y = (cell // cols) * cell_h + (cell_h - side) // 2
+        boxes.append((x, y, x + side, y + side))
+    return boxes
+
+
 def _landmarks(config: SyntheticConfig, rng: np.random.Generator) -> tuple[Landmark, ...]:
     cols, rows = landmark_grid(config)
     cell_w, cell_h = config.width // cols, config.height // rows
@@ -288,9 +304,12 @@ def _landmarks(config: SyntheticConfig, rng: np.random.Generator) -> tuple[Landm
         side = int(rng.integers(config.landmark_min_size, config.landmark_max_size + 1))
         x0 = int(cell % cols) * cell_w + pad
         y0 = int(cell // cols) * cell_h + pad
-        x = x0 + int(rng.integers(0, cell_w - side - 2 * pad + 1))
-        y = y0 + int(rng.integers(0, cell_h - side - 2 * pad + 1))
-        box = (x, y, x + side, y + side)
+        if config.landmark_jitter:
+            x = x0 + int(rng.integers(0, cell_w - side - 2 * pad + 1))
+            y = y0 + int(rng.integers(0, cell_h - side - 2 * pad + 1))
+            box = (x, y, x + side, y + side)
+        else:
+            box = centred_boxes(config, side)[int(cell)]
         letter = GLYPH_LETTERS[int(letter_index)]
         colour = list(LANDMARK_COLOURS)[int(name) // len(SHAPES)]
         shape = SHAPES[int(name) % len(SHAPES)]

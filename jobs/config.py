@@ -10,6 +10,8 @@ override fails here, naming the field, before Ray or any actor starts.
 
 from __future__ import annotations
 
+import argparse
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -210,15 +212,32 @@ def load_toml(
         raise ConfigError(f"config {path or '(defaults)'}: {problems}") from exc
 
 
+def parse_job_args(
+    schema: type[Config], parser: argparse.ArgumentParser, argv: list[str] | None = None
+) -> tuple[Config, argparse.Namespace]:
+    """Every job's command line: `parser`'s own flags (`--config FILE`, and `--model`, `--address`
+    where it has them), then every other `--field value` pair as an override of `schema`. A bad
+    file or override exits with status 2 and a message naming the field, before Ray starts."""
+    fields = ", ".join(schema.model_fields)
+    parser.epilog = f"Every other `--field value` pair overrides {schema.__name__}: {fields}."
+    args, overrides = parser.parse_known_args(argv)
+    try:
+        return load_toml(schema, args.config, overrides, getattr(args, "model", None)), args
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
 def parse_overrides(args: list[str]) -> list[tuple[str, Any]]:
-    """`["--a.b", "1", "--c", "x"]` -> `[("a.b", 1), ("c", "x")]`."""
+    """`["--a.b", "1", "--c-d", "x"]` -> `[("a.b", 1), ("c_d", "x")]` (a dash in a key is
+    read as an underscore)."""
     if len(args) % 2:
         raise ConfigError(f"overrides come in pairs `--key value`: {args}")
     pairs = []
     for key, raw in zip(args[::2], args[1::2], strict=True):
         if not key.startswith("--"):
             raise ConfigError(f"override {key!r} must start with --")
-        pairs.append((key[2:], _value(raw)))
+        pairs.append((key[2:].replace("-", "_"), _value(raw)))
     return pairs
 
 

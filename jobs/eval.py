@@ -1,19 +1,22 @@
 """Evaluate a policy on a high-resolution benchmark: two-stage (ERGO) or single-stage (baseline).
 
-    python -m jobs.eval --dataset vstar|hrbench|mmerwl|synthetic --data-root DIR
-        --model PATH_OR_NAME --max-vision-tokens N [N ...] [--mode two-stage single-stage]
-        [--hrbench-variant 4k|8k] [--crop-max-tokens N] [--max-new-tokens 256] [--limit N]
-        [--batch-size 1] [--workers 1] [--out DIR] [--plot-with REPORT.json ...]
-        [--mlflow [--tracking-uri URI]] [--address auto]
+    python -m jobs.eval [--config FILE.toml] --dataset vstar|hrbench|mmerwl|synthetic
+        --data-root DIR --model PATH_OR_NAME --max-vision-tokens "[1280, 640]"
+        [--modes '["two-stage", "single-stage"]'] [--FIELD VALUE ...] [--address auto]
+
+Every field of `EvalConfig` is a `--field value` override of the TOML config (if any), read as
+the train job reads its overrides (jobs/config.py); a list field also takes one value
+(`--max-vision-tokens 1280`). `--tracking.experiment NAME` (or `--tracking.tracking-uri URI`)
+logs to MLflow.
 
 Every (mode, cap) pair is one run over the whole benchmark, on the same rollout workers (Ray
 actors hosting vLLM engines; a local Ray unless `--address` names a cluster), greedy, one
 answer per sample. `two-stage` is ERGO's episode with the coarse view at the cap (the crop at
 `--crop-max-tokens`, default the same); `single-stage` is the baseline, the whole image at the
-cap in one turn (16384, Qwen's default cap, is full resolution). Writes to `--out`:
+cap in one turn (16384, Qwen's default cap, is full resolution). Writes to `out`:
 `report.json` (accuracy overall and per category, vision tokens, latency, fallback rate and
 failures, per run), one parquet per run (each sample's prediction, box, tokens, latency) and
-`accuracy_vs_tokens.png`; with `--mlflow`, logs them all to an MLflow run.
+`accuracy_vs_tokens.png`; with `tracking`, logs them all to an MLflow run.
 """
 
 from __future__ import annotations
@@ -25,21 +28,21 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 import ray
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from tqdm import tqdm
 
-from actors.actor_pool import ActorPool, PoolConfig
+from actors.actor_pool import PoolConfig
 from actors.engine import EngineConfig
 from actors.episode import EpisodeConfig, EpisodeMode
 from actors.resources import WorkerResources
-from actors.rollout_worker import EpisodeRequest, RolloutWorker
+from actors.rollout_pool import RolloutPool
+from actors.rollout_worker import RolloutWorker
 from core.benchmarks import HRBenchVariant
 from core.prompts import DEFAULT_PROMPTS
-from core.trajectory import Trajectory, failed_trajectories
-from jobs.config import TrackingConfig, flatten
+from jobs.config import TrackingConfig, flatten, parse_job_args
 from jobs.eval_data import EvalDataset, EvalItem, RowFailure, benchmark_name, count_rows
 from jobs.eval_data import eval_items as read_items
 from jobs.eval_report import (
@@ -102,12 +105,25 @@ class EvalConfig(BaseModel):
     """Prompt templates TOML (single-stage uses its `verifier` text)."""
     accuracy: AccuracyConfig = AccuracyConfig()
     """How answers are read and compared (the training reward's rules)."""
-    out: str = "runs/eval"
-    """Output folder for the report, the per-sample parquet files and the plot."""
+    out: str = ""
+    """Output folder for the report, the per-sample parquet files and the plot; default:
+    `runs/eval/<benchmark>`."""
     plot_with: tuple[str, ...] = ()
     """Earlier `report.json` files whose runs join the plot."""
     tracking: TrackingConfig | None = None
     """Log to MLflow (default store: `<out>/mlflow.db`); None: no MLflow."""
+
+    @field_validator("modes", "max_vision_tokens", "plot_with", mode="before")
+    @classmethod
+    def _one_is_a_list(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str | int) else value
+
+    @model_validator(mode="after")
+    def _default_out(self) -> Self:
+        if not self.out:
+            benchmark = benchmark_name(self.dataset, self.hrbench_variant)
+            return self.model_copy(update={"out": f"runs/eval/{benchmark}"})
+        return self
 
     def episodes(self) -> list[EpisodeConfig]:
         """One greedy episode config per (mode, cap) run, in order."""
@@ -166,14 +182,14 @@ def required_model_len(episodes: list[EpisodeConfig]) -> int:
     return -(-need // 256) * 256
 
 
-def make_eval_pool(config: EvalConfig, engine: EngineConfig | None = None) -> ActorPool:
-    """`RolloutWorker` actors that run `EpisodeRequest`s (any mode, any cap) on one engine each."""
+def make_eval_pool(config: EvalConfig, engine: EngineConfig | None = None) -> RolloutPool:
+    """`RolloutWorker` actors that run any mode at any cap on one engine each."""
     actor = ray.remote(RolloutWorker).options(**config.resources.actor_options())
     engine = engine or config.engine()
     first = config.episodes()[0]
 
     def factory() -> Any:
-        return actor.remote(engine, first, config.prompts)
+        return actor.remote(engine, config.prompts)
 
     pool = PoolConfig(
         min_workers=config.workers,
@@ -181,10 +197,10 @@ def make_eval_pool(config: EvalConfig, engine: EngineConfig | None = None) -> Ac
         chunk_size=config.batch_size,
         max_attempts=config.max_attempts,
     )
-    return ActorPool(factory, pool, config.resources.bundle(), "run_requests", "eval")
+    return RolloutPool(factory, pool, config.resources.bundle(), first, name="eval")
 
 
-def run_eval(pool: ActorPool, config: EvalConfig) -> list[dict[str, Any]]:
+def run_eval(pool: RolloutPool, config: EvalConfig) -> list[dict[str, Any]]:
     """Every run over the benchmark; writes the report, the parquet files and the plot."""
     out = Path(config.out)
     summaries = [_run(pool, config, episode, out) for episode in config.episodes()]
@@ -196,7 +212,9 @@ def run_eval(pool: ActorPool, config: EvalConfig) -> list[dict[str, Any]]:
     return summaries
 
 
-def _run(pool: ActorPool, config: EvalConfig, episode: EpisodeConfig, out: Path) -> dict[str, Any]:
+def _run(
+    pool: RolloutPool, config: EvalConfig, episode: EpisodeConfig, out: Path
+) -> dict[str, Any]:
     """One (mode, cap) pass: streamed in windows that keep every worker busy."""
     benchmark = benchmark_name(config.dataset, config.hrbench_variant)
     total = count_rows(config.dataset, config.data_root, config.hrbench_variant)
@@ -206,7 +224,7 @@ def _run(pool: ActorPool, config: EvalConfig, episode: EpisodeConfig, out: Path)
     desc = f"{benchmark} {episode.mode} cap {episode.coarse_max_tokens}"
     # Runs share the engines: an image processed by an earlier run (the single-stage view is
     # the coarse view at the same cap) must not make this one look faster.
-    pool.broadcast("reset_caches")
+    pool.broadcast(lambda actor: actor.reset_caches.remote(), "reset_caches")
     start = time.perf_counter()
     with tqdm(total=total, desc=desc, unit="sample") as bar:
         for items in _windows(_items(config), window):
@@ -245,15 +263,10 @@ def _windows(items: Iterator[EvalItem], size: int) -> Iterator[list[EvalItem]]:
 
 
 def _evaluate(
-    pool: ActorPool, items: list[EvalItem], episode: EpisodeConfig, accuracy: AccuracyConfig
+    pool: RolloutPool, items: list[EvalItem], episode: EpisodeConfig, accuracy: AccuracyConfig
 ) -> list[EvalRecord]:
     """Records in item order: unreadable rows as failures, the rest through the workers."""
-    requests = [EpisodeRequest(item, episode) for item in items if not isinstance(item, RowFailure)]
-
-    def failed(chunk: list[EpisodeRequest], reason: str) -> list[Trajectory]:
-        return failed_trajectories([r.sample for r in chunk], 1, 0, reason)
-
-    ran = iter(pool.map(requests, failed))
+    ran = iter(pool.run([i for i in items if not isinstance(i, RowFailure)], episode))
     return [
         EvalRecord(i.id, i.category, i.answer, failure=i.reason)
         if isinstance(i, RowFailure)
@@ -282,55 +295,13 @@ def log_to_mlflow(config: EvalConfig, summaries: list[dict[str, Any]]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[EvalConfig, str | None]:
-    """The job's config and the Ray address, from the command line."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", required=True, choices=["vstar", "hrbench", "mmerwl", "synthetic"])
-    p.add_argument("--data-root", required=True, help="benchmark folder (synthetic: parquet)")
-    p.add_argument("--model", required=True, help="model folder or hub name")
-    p.add_argument("--max-vision-tokens", type=int, nargs="+", required=True, help="caps")
-    p.add_argument(
-        "--mode", nargs="+", default=["two-stage"], choices=["two-stage", "single-stage"]
+    """The job's config (the TOML file, then `--field value` overrides) and the Ray address."""
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
     )
-    p.add_argument("--hrbench-variant", default="4k", choices=["4k", "8k"])
-    p.add_argument("--crop-max-tokens", type=int, help="two-stage crop cap (default: the cap)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--limit", type=int, help="only the first N rows")
-    p.add_argument("--batch-size", type=int, default=1, help="samples per engine call")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
-    p.add_argument("--gpus-per-worker", type=float, default=0.0)
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--cpu-threads", type=int, help="CPU engines: torch threads")
-    p.add_argument("--max-model-len", type=int, help="engine limit (default: from the caps)")
-    p.add_argument("--out", help="output folder (default: runs/eval/<dataset>)")
-    p.add_argument("--plot-with", nargs="*", default=[], help="earlier report.json files")
-    p.add_argument("--mlflow", action="store_true", help="log to MLflow")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: <out>/mlflow.db)")
+    p.add_argument("--config", help="TOML file of EvalConfig fields (default: none)")
     p.add_argument("--address", help="Ray address (default: start a local Ray)")
-    args = p.parse_args(argv)
-    model = Path(args.model)
-    config = EvalConfig(
-        dataset=args.dataset,
-        data_root=args.data_root,
-        hrbench_variant=args.hrbench_variant,
-        model=str(model.resolve()) if model.exists() else args.model,  # actors' cwd differs
-        modes=tuple(args.mode),
-        max_vision_tokens=tuple(args.max_vision_tokens),
-        crop_max_tokens=args.crop_max_tokens,
-        max_new_tokens=args.max_new_tokens,
-        limit=args.limit,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        resources=WorkerResources(num_cpus=args.cpus_per_worker, num_gpus=args.gpus_per_worker),
-        dtype=args.dtype,
-        cpu_threads=args.cpu_threads,
-        max_model_len=args.max_model_len,
-        out=args.out or f"runs/eval/{benchmark_name(args.dataset, args.hrbench_variant)}",
-        plot_with=tuple(args.plot_with),
-        tracking=TrackingConfig(tracking_uri=args.tracking_uri, experiment="ergo-rl-eval")
-        if args.mlflow or args.tracking_uri
-        else None,
-    )
+    config, args = parse_job_args(EvalConfig, p, argv)
     return config, args.address
 
 

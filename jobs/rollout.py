@@ -1,12 +1,15 @@
 """Roll out two-stage trajectories with a pool of Ray actors hosting vLLM engines.
 
-    python -m jobs.rollout [--model PATH] [--data PARQUET] [--num-samples N] [--group-size G]
-                           [--workers N] [--out trajectories.parquet] [--address auto]
+    python -m jobs.rollout [--config FILE.toml] [--model PATH] [--data PARQUET]
+        [--num-samples N] [--episode.group_size G] [--pool.max_workers N] [--FIELD VALUE ...]
+        [--out trajectories.parquet] [--address auto]
 
-With no arguments it is the embedded demo: the tiny random-weight model and synthetic 2048x1536
-samples are built under `runs/demo/` (once), a local Ray starts, one worker hosts a vLLM CPU
-engine, and a batch of samples becomes `samples x G` trajectories: written to parquet and one
-printed. A random model writes gibberish, so boxes fall back; the pipeline is the real one.
+Every field of `RolloutJobConfig` is a `--field value` override, loaded as every job loads its
+config (jobs/config.py). With no arguments it is the embedded demo: the tiny random-weight
+model and synthetic 2048x1536 samples are built under `runs/demo/` (once), a local Ray starts,
+one worker hosts a vLLM CPU engine, and a batch of samples becomes `samples x G` trajectories:
+written to parquet and one printed. A random model writes gibberish, so boxes fall back; the
+pipeline is the real one.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from actors.engine import EngineConfig
 from actors.episode import EpisodeConfig
@@ -58,9 +61,9 @@ def make_rollout_pool(config: RolloutConfig) -> RolloutPool:
     actor = ray.remote(RolloutWorker).options(**config.resources.actor_options())
 
     def factory() -> Any:
-        return actor.remote(config.engine, config.episode, config.prompts)
+        return actor.remote(config.engine, config.prompts)
 
-    return RolloutPool(factory, config.pool, config.resources.bundle())
+    return RolloutPool(factory, config.pool, config.resources.bundle(), config.episode)
 
 
 def ensure_demo_assets(root: Path, num_samples: int) -> tuple[Path, Path]:
@@ -96,50 +99,64 @@ def describe(t: Trajectory) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="model folder or hub name (default: the tiny model)")
-    parser.add_argument("--data", help="parquet dataset (default: synthetic samples)")
-    parser.add_argument("--num-samples", type=int, default=4)
-    parser.add_argument("--group-size", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--budget", type=int, default=DEMO_COARSE_TOKENS, help="vision tokens")
-    parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--out", default=str(DEMO_DIR / "trajectories.parquet"))
-    parser.add_argument("--address", default=None, help="Ray address (default: start locally)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+class RolloutJobConfig(RolloutConfig):
+    """The rollout job: a rollout pool (`RolloutConfig`) and what it runs on."""
 
-    model, data = args.model, args.data
-    if model is None or data is None:
-        demo_model, demo_data = ensure_demo_assets(DEMO_DIR.resolve(), args.num_samples)
-        model, data = model or str(demo_model), data or str(demo_data)
-    if Path(model).exists():  # actors do not share the driver's working directory
-        model = str(Path(model).resolve())
-    samples = list(itertools.islice(iter_samples(data), args.num_samples))
-    config = RolloutConfig(
-        engine=EngineConfig(model=str(model)),
-        episode=EpisodeConfig(
-            coarse_max_tokens=args.budget,
-            crop_max_tokens=args.budget,
-            group_size=args.group_size,
-            max_new_tokens=args.max_new_tokens,
-        ),
-        pool=PoolConfig(min_workers=args.workers, max_workers=args.workers),
-        resources=WorkerResources(num_cpus=0.5),
+    model: str = ""
+    """Model folder or hub name; default: the tiny demo model (built once under runs/demo)."""
+    data: str = ""
+    """Parquet dataset; default: synthetic demo samples (built once under runs/demo)."""
+    num_samples: int = Field(4, ge=1)
+    """Samples to roll out (each `episode.group_size` times)."""
+    out: str = str(DEMO_DIR / "trajectories.parquet")
+    """Parquet file the trajectories are written to."""
+    episode: EpisodeConfig = EpisodeConfig(
+        coarse_max_tokens=DEMO_COARSE_TOKENS,
+        crop_max_tokens=DEMO_COARSE_TOKENS,
+        group_size=4,
+        max_new_tokens=48,
     )
+    resources: WorkerResources = WorkerResources(num_cpus=0.5)
+    engine: EngineConfig = EngineConfig(model="(the top-level model)")
+    """The engine each worker hosts; its `model` is the top-level one."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_model(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("model"):
+            engine = data.get("engine", {})
+            engine = engine.model_dump() if isinstance(engine, BaseModel) else dict(engine)
+            data = {**data, "engine": {**engine, "model": data["model"]}}
+        return data
+
+
+def main(argv: list[str] | None = None) -> None:
+    from jobs.config import parse_job_args  # jobs.config composes this module's RolloutConfig
+
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+    )
+    parser.add_argument("--config", help="TOML file of RolloutJobConfig fields (default: none)")
+    parser.add_argument("--address", default=None, help="Ray address (default: start locally)")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config, args = parse_job_args(RolloutJobConfig, parser, argv)
+    if not config.model or not config.data:
+        demo_model, demo_data = ensure_demo_assets(DEMO_DIR.resolve(), config.num_samples)
+        update = {"model": config.model or str(demo_model), "data": config.data or str(demo_data)}
+        config = RolloutJobConfig.model_validate({**config.model_dump(), **update})
+    samples = list(itertools.islice(iter_samples(config.data), config.num_samples))
     ray.init(address=args.address)
     pool = make_rollout_pool(config)
     pool.wait_ready()
     start = time.perf_counter()
-    trajectories = pool.run(samples, args.group_size)
+    trajectories = pool.run(samples)
     seconds = time.perf_counter() - start
     print(describe(trajectories[0]))
-    written = write_trajectories(args.out, trajectories)
+    written = write_trajectories(config.out, trajectories)
     tokens = sum(t.num_policy_tokens for t in trajectories)
     print(
-        f"{written} trajectories ({len(samples)} samples x G={args.group_size}) in {seconds:.1f} s"
-        f", {tokens / seconds:.0f} policy tokens/s, written to {args.out}"
+        f"{written} trajectories ({len(samples)} samples x G={config.episode.group_size}) in "
+        f"{seconds:.1f} s, {tokens / seconds:.0f} policy tokens/s, written to {config.out}"
     )
     pool.shutdown()
     ray.shutdown()

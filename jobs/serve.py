@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import logging
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -37,7 +36,7 @@ from ray import serve
 from actors.engine import EngineConfig
 from actors.guarded_engine import EngineDead
 from actors.resources import WorkerResources
-from jobs.config import ConfigError, load_toml
+from jobs.config import load_toml, parse_job_args
 from serving.model import PreparedChat, PreparedErgo, ServingConfig, ServingModel
 from serving.protocol import RequestError, models_body
 
@@ -286,13 +285,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", help="model folder or hub name (overrides the config's)")
     parser.add_argument("--config", help="TOML config, e.g. configs/serve_demo.toml")
     parser.add_argument("--address", default=None, help="Ray address (default: auto or local)")
-    args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        config = load_serve_config(args.config, args.model, overrides)
-    except ConfigError as exc:  # before Ray or any replica starts
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
+    config, args = parse_job_args(ServeConfig, parser, argv)
     logger.info("config: %s", config.model_dump_json())
     ray.init(address=args.address)
     url = deploy(config)

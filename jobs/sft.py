@@ -2,6 +2,8 @@
 
     python -m jobs.sft --model runs/demo/tiny-model --out runs/demo/sft-model [--steps 200]
 
+Every field of `SftConfig` is a `--field value` override; `--config FILE` reads them from TOML.
+
 A random tiny model never writes a `<zoom>` box, so GRPO would have nothing to compare. Each
 transcript is an episode as the rollout builds it (same chat tokens, same geometry): stage 1
 names a box around the ground truth, widened by a random margin (as a policy unsure of the
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
 from transformers import AutoTokenizer
 
 from actors.chat_tokens import ChatTokens
@@ -25,6 +28,7 @@ from core.geometry import parse_zoom, resize_to_budget, zoom
 from core.prompts import Message, PromptTemplates, coarse_messages, fine_messages, verifier_messages
 from core.sample import OPTION_LETTERS, Sample
 from core.synthetic import DEMO_COARSE_TOKENS, SyntheticConfig, generate
+from jobs.config import parse_job_args
 from learners.batch import TrainRow
 from learners.config import LearnerConfig, OptimConfig
 from learners.group import normalizer
@@ -86,47 +90,64 @@ def _reply_row(
     return TrainRow(ids, images, mask, [0.0] * len(ids), 0.0)
 
 
+class SftConfig(BaseModel):
+    """The warm start's settings; every field is a `--field value` override (jobs/config.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(min_length=1)
+    """The model to fine-tune (a folder)."""
+    out: str = Field(min_length=1)
+    """Folder the fine-tuned model is written to."""
+    samples: int = Field(256, ge=1)
+    """Synthetic samples, one transcript pair each."""
+    steps: int = Field(150, ge=1)
+    """Optimizer steps."""
+    batch: int = Field(8, ge=1)
+    """Rows per step."""
+    lr: float = Field(3e-3, gt=0)
+    """Peak learning rate (cosine schedule, 10 warm-up steps)."""
+    budget: int = Field(DEMO_COARSE_TOKENS, ge=4)
+    """Vision tokens of the coarse view and of the crop."""
+    seed: int = 0
+    """Seed of the data (seed + 7, apart from the demo's) and of the batches."""
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--samples", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--budget", type=int, default=DEMO_COARSE_TOKENS)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+    )
+    parser.add_argument("--config", help="TOML file of SftConfig fields (default: none)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    model = str(Path(args.model).resolve())
-    chat = ChatTokens(AutoTokenizer.from_pretrained(model))
+    job, _ = parse_job_args(SftConfig, parser, argv)
+    chat = ChatTokens(AutoTokenizer.from_pretrained(job.model))
     templates = PromptTemplates.load()
-    rng = np.random.default_rng(args.seed)
-    samples = generate(SyntheticConfig(), num=args.samples, seed=args.seed + 7)
+    rng = np.random.default_rng(job.seed)
+    samples = generate(SyntheticConfig(), num=job.samples, seed=job.seed + 7)
     rows = [
         row
         for s in samples
-        for row in transcripts(s, chat, templates, args.budget, float(rng.uniform(1, 6)))
+        for row in transcripts(s, chat, templates, job.budget, float(rng.uniform(1, 6)))
     ]
     config = LearnerConfig(
-        model=model,
+        model=job.model,
         objective="sft",
-        micro_batch_size=args.batch,
-        optim=OptimConfig(lr=args.lr, warmup_steps=10, schedule="cosine", total_steps=args.steps),
-        seed=args.seed,
+        micro_batch_size=job.batch,
+        optim=OptimConfig(lr=job.lr, warmup_steps=10, schedule="cosine", total_steps=job.steps),
+        seed=job.seed,
     )
     worker = LearnerWorker(config, rank=0, world_size=1)
     worker.setup(worker.rendezvous())
     try:
-        for step in range(args.steps):
-            batch = [rows[int(i)] for i in rng.choice(len(rows), args.batch, replace=False)]
+        for step in range(job.steps):
+            batch = [rows[int(i)] for i in rng.choice(len(rows), job.batch, replace=False)]
             metrics = worker.step(batch, normalizer(batch))
-            if step % 10 == 0 or step == args.steps - 1:
+            if step % 10 == 0 or step == job.steps - 1:
                 logger.info("sft step %d: nll %.3f", step, metrics["learner/loss"])
-        worker.export_hf(str(Path(args.out).resolve()))
+        worker.export_hf(str(Path(job.out).resolve()))
     finally:
         worker.shutdown()
-    print(Path(args.out).resolve())
+    print(Path(job.out).resolve())
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ from core.dataset import iter_samples
 from core.sample import Sample
 from core.synthetic import generate
 from core.trajectory import Trajectory
-from jobs.config import ConfigError, TrainConfig, flatten, load_config
+from jobs.config import TrainConfig, flatten, parse_job_args
 from jobs.learner import make_learner_group
 from jobs.reporting import plot_curves, rollout_metrics, write_samples
 from jobs.rewards import make_reward_pool, make_verifiers
@@ -104,7 +103,7 @@ class Trainer:
         """One GRPO step; returns its metrics, trajectories and their scores."""
         group_size = self.config.episode.group_size
         timer = _Timer()
-        trajectories = self.rollout.run(batch, group_size)
+        trajectories = self.rollout.run(batch)
         timer.lap("rollout")
         results = self.rewards.score(trajectories)
         timer.lap("reward")
@@ -129,7 +128,7 @@ class Trainer:
         (`train.val_temperature`: greedy, one episode each, by default)."""
         if not self.val_samples:
             return {}
-        trajectories = self.rollout.run_with(self.val_samples, validation_episode(self.config))
+        trajectories = self.rollout.run(self.val_samples, validation_episode(self.config))
         scored = reward_metrics(self.rewards.score(trajectories))
         stats = rollout_metrics(trajectories, 1.0)
         return {
@@ -280,13 +279,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default="configs/demo.toml")
     parser.add_argument("--resume", action="store_true", help="continue the latest checkpoint")
     parser.add_argument("--address", default=None, help="Ray address (default: auto or local)")
-    args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        config = load_config(args.config, overrides)
-    except ConfigError as exc:  # before Ray or any actor starts
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
+    config, args = parse_job_args(TrainConfig, parser, argv)
     run_dir = Path(config.train.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2))

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
@@ -27,71 +30,84 @@ STATE_FILE = "state.json"
 _HF_FILES = ("*.json", "*.jinja", "*.txt", "*.model")  # config, tokenizer, templates
 
 
-def save_sharded(worker: Any, path: Path, extra: dict[str, Any]) -> None:
-    """Every rank calls this; `extra` (JSON-able) is stored from rank 0."""
+@dataclass(frozen=True)
+class RankState:
+    """What one rank's sharded checkpoint holds: its shards of the policy and of the optimizer's
+    state, and the scheduler (the same on every rank)."""
+
+    policy: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    rank: int
+    world_size: int
+
+    @property
+    def shard_name(self) -> str:
+        return f"rank{self.rank}-of-{self.world_size}.safetensors"
+
+
+def save_sharded(state: RankState, step: int, path: Path, extra: dict[str, Any]) -> None:
+    """Every rank calls this; `step` and `extra` (JSON-able) are stored from rank 0."""
     path.mkdir(parents=True, exist_ok=True)
     tensors = {"rng/cpu": torch.get_rng_state()}
-    for name, param in worker.policy.named_parameters():
+    for name, param in state.policy.named_parameters():
         tensors[f"model/{name}"] = _local(param.detach())
-        for key, value in worker.optimizer.state.get(param, {}).items():
+        for key, value in state.optimizer.state.get(param, {}).items():
             tensors[f"optim/{name}/{key}"] = _local(value)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, path / _shard_name(worker))
-    if worker.rank == 0:
-        state = {
-            "step": worker.step_count,
-            "world_size": worker.world_size,
-            "scheduler": worker.scheduler.state_dict(),
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path / state.shard_name)
+    if state.rank == 0:
+        saved = {
+            "step": step,
+            "world_size": state.world_size,
+            "scheduler": state.scheduler.state_dict(),
             "extra": extra,
         }
-        (path / STATE_FILE).write_text(json.dumps(state, indent=2))
+        (path / STATE_FILE).write_text(json.dumps(saved, indent=2))
     dist.barrier()
 
 
-def load_sharded(worker: Any, path: Path) -> dict[str, Any]:
-    """Every rank calls this after `setup`; returns the driver's `extra`."""
-    state = json.loads((path / STATE_FILE).read_text())
-    if state["world_size"] != worker.world_size:
+def load_sharded(state: RankState, path: Path) -> tuple[int, dict[str, Any]]:
+    """Every rank calls this after `setup`: loads `state` in place; returns the saved step and
+    the driver's `extra`."""
+    saved = json.loads((path / STATE_FILE).read_text())
+    if saved["world_size"] != state.world_size:
         raise ValueError(
-            f"checkpoint {path} was saved by {state['world_size']} learner ranks; "
-            f"this group has {worker.world_size} (resume with the same size, or export to HF)"
+            f"checkpoint {path} was saved by {saved['world_size']} learner ranks; "
+            f"this group has {state.world_size} (resume with the same size, or export to HF)"
         )
-    tensors = load_file(path / _shard_name(worker))
+    tensors = load_file(path / state.shard_name)
     torch.set_rng_state(tensors["rng/cpu"])
     with torch.no_grad():
-        for name, param in worker.policy.named_parameters():
+        for name, param in state.policy.named_parameters():
             _local(param).copy_(tensors[f"model/{name}"])
             keys = [k for k in tensors if k.startswith(f"optim/{name}/")]
             if keys:
-                worker.optimizer.state[param] = {
+                state.optimizer.state[param] = {
                     k.rsplit("/", 1)[1]: _like(param, tensors[k]) for k in keys
                 }
-    worker.scheduler.load_state_dict(state["scheduler"])
-    worker.step_count = int(state["step"])
-    return dict(state["extra"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    return int(saved["step"]), dict(saved["extra"])
 
 
-def export_hf(worker: Any, out: Path) -> None:
-    """Every rank calls this (gathers); rank 0 writes a plain HF model folder to `out`."""
-    named = worker.named_parameters()
-    if worker.rank == 0:
+def export_hf(
+    named: Iterable[tuple[str, np.ndarray]] | None, tied: bool, source: Path, out: Path
+) -> None:
+    """Every rank calls this after gathering `named` (full weights on rank 0, None elsewhere);
+    rank 0 writes a plain HF model folder to `out`: the weights under checkpoint names (without
+    `lm_head.weight` when `tied` to the embeddings) and `source`'s config and tokenizer files."""
+    if named is not None:
         out.mkdir(parents=True, exist_ok=True)
-        tied = bool(getattr(worker.policy.config, "tie_word_embeddings", False))
         weights = {
             to_checkpoint_name(name): torch.from_numpy(array)
             for name, array in named
             if not (tied and name == "lm_head.weight")
         }
         save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
-        source = Path(worker.config.model)
         for pattern in _HF_FILES:
             for file in source.glob(pattern):
                 if file.name != "model.safetensors.index.json":
                     shutil.copy(file, out / file.name)
     dist.barrier()
-
-
-def _shard_name(worker: Any) -> str:
-    return f"rank{worker.rank}-of-{worker.world_size}.safetensors"
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:

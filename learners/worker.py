@@ -23,7 +23,7 @@ from torch.distributed.tensor import DTensor
 
 from core.shm_files import release
 from learners.batch import MicroBatch, TrainRow, micro_batch
-from learners.checkpoint import export_hf, load_sharded, save_sharded
+from learners.checkpoint import RankState, export_hf, load_sharded, save_sharded
 from learners.config import LearnerConfig, OptimConfig
 from learners.grpo import Normalizer, aggregate, entropy, grpo_loss, token_logprobs
 from learners.weight_export import CopyPlan, copy_plan, create_shared, full_arrays, write_shards
@@ -151,13 +151,19 @@ class LearnerWorker:
             release(path)
 
     def save(self, path: str, extra: dict[str, Any]) -> None:
-        save_sharded(self, Path(path), extra)
+        save_sharded(self._rank_state(), self.step_count, Path(path), extra)
 
     def load(self, path: str) -> dict[str, Any]:
-        return load_sharded(self, Path(path))
+        self.step_count, extra = load_sharded(self._rank_state(), Path(path))
+        return extra
 
     def export_hf(self, out: str) -> None:
-        export_hf(self, Path(out))
+        tied = bool(getattr(self.policy.config, "tie_word_embeddings", False))
+        named = self.named_parameters()
+        export_hf(named, tied, Path(self.config.model), Path(out))
+
+    def _rank_state(self) -> RankState:
+        return RankState(self.policy, self.optimizer, self.scheduler, self.rank, self.world_size)
 
     def shutdown(self) -> None:
         if dist.is_initialized():

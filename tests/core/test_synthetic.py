@@ -21,6 +21,7 @@ from core.synthetic import (
     DEMO_COARSE_TOKENS,
     GLYPH_COLOUR,
     SyntheticConfig,
+    centred_boxes,
     generate,
     make_sample,
     make_scene,
@@ -205,3 +206,18 @@ def test_cli_writes_a_readable_parquet(tmp_path: Path, capsys: pytest.CaptureFix
 def test_cli_rejects_bad_flags(tmp_path: Path, flags: list[str]) -> None:
     with pytest.raises(SystemExit):
         make_data.main(["synthetic", "--out", str(tmp_path), "--num", "1", *flags])
+
+
+def test_without_jitter_each_landmark_stands_centred_in_its_cell() -> None:
+    config = SyntheticConfig(landmarks=2, landmark_jitter=False, landmark_max_size=400)
+    cells = centred_boxes(config)
+    assert len(cells) == 3 * 2  # 2048x1536 in cells of at least 400 + 2 * (12 + 2 * 28) px
+    for cell, (x1, y1, x2, y2) in enumerate(cells):
+        assert (x1 + x2) // 2 == (cell % 3) * 682 + 341 and (y1 + y2) // 2 == (
+            cell // 3
+        ) * 768 + 384
+    for index in range(6):
+        boxes = [lm.box for lm in make_scene(config, sample_rng(0, index)).landmarks]
+        sides = {b[2] - b[0] for b in boxes}
+        centred = {tuple(centred_boxes(config, side)) for side in sides}
+        assert all(any(b in c for c in centred) for b in boxes), boxes

@@ -84,7 +84,7 @@ def _run_with_fault(
     pid = _worker_pid(pool)
     result: list[Trajectory] = []
     start = time.monotonic()
-    runner = threading.Thread(target=lambda: result.extend(pool.run(samples, G)))
+    runner = threading.Thread(target=lambda: result.extend(pool.run(samples)))
     runner.start()
     [slot] = pool.slots.values()
     while slot.outstanding == 0 and runner.is_alive():
@@ -100,7 +100,7 @@ def _run_with_fault(
 def test_a_hung_engine_times_out_and_its_work_is_retried_elsewhere(
     pool: RolloutPool, samples: list[Sample]
 ) -> None:
-    pool.run(samples[:1], G)  # warm
+    pool.run(samples[:1])  # warm
     replaced = pool.metrics["pool/replaced"]
     trajectories, seconds = _run_with_fault(pool, samples, signal.SIGSTOP)
     assert len(trajectories) == len(samples) * G

@@ -82,7 +82,7 @@ def _check_policy_tokens(t: Trajectory, image_pad: int) -> None:
 def test_pool_returns_every_group_in_order(
     pool: RolloutPool, samples: list[Sample], tiny_processor, tmp_path: Path
 ) -> None:
-    trajectories = pool.run(samples, G)
+    trajectories = pool.run(samples)
     assert len(trajectories) == len(samples) * G
     assert [(t.prompt_id, t.group_index) for t in trajectories] == [
         (s.id, g) for s in samples for g in range(G)
@@ -107,7 +107,7 @@ def test_engine_logprobs_match_transformers(
     pool: RolloutPool, samples: list[Sample], reference: HFEngine, tiny_processor
 ) -> None:
     image_pad = tiny_processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
-    for t in pool.run(samples[:2], G)[::3]:
+    for t in pool.run(samples[:2])[::3]:
         [scored] = reference.score([TokenPrompt(t.token_ids, t.images)])
         where = expanded_positions(t.token_ids, image_pad, [t.coarse_tokens, t.crop_tokens])
         for i, m in enumerate(t.loss_mask):
@@ -118,7 +118,7 @@ def test_engine_logprobs_match_transformers(
 def test_weight_update_reaches_every_worker(
     pool: RolloutPool, samples: list[Sample], reference: HFEngine, tiny_model_dir: Path
 ) -> None:
-    [t] = [x for x in pool.run(samples[:1], G) if x.group_index == 0]
+    [t] = [x for x in pool.run(samples[:1]) if x.group_index == 0]
     prompt = TokenPrompt(t.token_ids, t.images)
     generator = torch.Generator().manual_seed(1)
     weights = {
@@ -132,7 +132,7 @@ def test_weight_update_reaches_every_worker(
         [served] = ray.get(slot.handle.score.remote([prompt]))
         pairs = zip(served.logprobs, expected.logprobs, strict=True)
         assert max(abs(a - b) for a, b in pairs) < TOLERANCE
-    assert {x.weight_version for x in pool.run(samples[:4], G)} == {7}
+    assert {x.weight_version for x in pool.run(samples[:4])} == {7}
 
 
 def test_bad_samples_give_failed_trajectories_not_crashes(
@@ -143,7 +143,7 @@ def test_bad_samples_give_failed_trajectories_not_crashes(
         id="bad-image", image=b"not a png", question="q?", options=("a", "b"), answer="A"
     )
     no_question = Sample(id="no-question", image=good.image, question="  ", options=(), answer="x")
-    trajectories = pool.run([bad_image, good, no_question], G)
+    trajectories = pool.run([bad_image, good, no_question])
     assert [t.prompt_id for t in trajectories[::G]] == ["bad-image", good.id, "no-question"]
     failures = {t.prompt_id: t.failure for t in trajectories}
     assert "cannot decode" in (failures["bad-image"] or "")
@@ -161,7 +161,7 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(
     pool: RolloutPool, samples: list[Sample]
 ) -> None:
     result: list[Trajectory] = []
-    runner = threading.Thread(target=lambda: result.extend(pool.run(samples * 2, G)))
+    runner = threading.Thread(target=lambda: result.extend(pool.run(samples * 2)))
     runner.start()
     victim = next(iter(pool.slots.values()))
     deadline = time.monotonic() + 120
@@ -176,7 +176,7 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(
     assert pool.metrics["pool/replaced"] >= 1
     assert pool.size == 2
     pool.wait_ready()
-    assert {t.weight_version for t in pool.run(samples[:2], G)} == {7}  # replacement has v7
+    assert {t.weight_version for t in pool.run(samples[:2])} == {7}  # replacement has v7
 
 
 @pytest.mark.slow  # 1.5 min; CI keeps under 30 min, `bash scripts/test.sh -m slow` runs it
@@ -199,13 +199,13 @@ def test_autoscaling_grows_under_backlog_and_shrinks_when_idle(
         weights = load_file(tiny_model_dir / "model.safetensors")
         elastic.update_weights(3, weights.items())
         assert elastic.size == 1
-        trajectories = elastic.run(samples, G)  # 6 one-sample chunks: a backlog
+        trajectories = elastic.run(samples)  # 6 one-sample chunks: a backlog
         assert elastic.size == 2
         assert len(trajectories) == len(samples) * G
         assert elastic.scale_down_idle() == 1
         assert elastic.size == 1
-        elastic.run(samples, G)
+        elastic.run(samples)
         assert elastic.size == 2
-        assert {t.weight_version for t in elastic.run(samples, G)} == {3}
+        assert {t.weight_version for t in elastic.run(samples)} == {3}
     finally:
         elastic.shutdown()

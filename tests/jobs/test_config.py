@@ -167,3 +167,37 @@ def test_unreadable_files_and_bad_override_syntax(tmp_path: Path) -> None:
         parse_overrides(["--train.steps"])
     with pytest.raises(ConfigError, match="must start with --"):
         parse_overrides(["train.steps", "3"])
+
+
+def test_the_rollout_job_loads_its_config_like_every_job(tmp_path: Path) -> None:
+    import argparse
+
+    from jobs.config import parse_job_args
+    from jobs.rollout import RolloutJobConfig
+
+    file = tmp_path / "rollout.toml"
+    file.write_text('model = "m"\n[episode]\ngroup_size = 2\n')
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
+    argv = ["--config", str(file), "--num-samples", "3", "--pool.max_workers", "2"]
+    config, _ = parse_job_args(RolloutJobConfig, parser, argv)
+    assert config.engine.model == "m" and config.episode.group_size == 2
+    assert config.num_samples == 3 and config.pool.max_workers == 2
+    with pytest.raises(SystemExit) as exited:
+        parse_job_args(RolloutJobConfig, parser, ["--episode.group_sizes", "2"])
+    assert exited.value.code == 2
+
+
+def test_the_warm_start_loads_its_config_like_every_job(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from jobs.config import parse_job_args
+    from jobs.sft import SftConfig
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
+    job, _ = parse_job_args(SftConfig, parser, ["--model", "m", "--out", "o", "--steps", "5"])
+    assert (job.model, job.out, job.steps, job.batch) == ("m", "o", 5, 8)
+    with pytest.raises(SystemExit) as exited:
+        parse_job_args(SftConfig, parser, ["--model", "m"])
+    assert exited.value.code == 2 and "out" in capsys.readouterr().err

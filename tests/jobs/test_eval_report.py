@@ -16,7 +16,7 @@ from PIL import Image
 from actors.actor_pool import PoolConfig
 from actors.episode import EpisodeConfig
 from core.sample import Sample
-from core.trajectory import Trajectory
+from core.trajectory import Trajectory, failed_trajectories
 from jobs.eval import EvalConfig, parse_args, required_model_len, run_eval
 from jobs.eval_data import UNREADABLE, RowFailure, count_rows, eval_items
 from jobs.eval_report import (
@@ -217,9 +217,9 @@ def test_unreadable_rows_become_failures_named_by_their_id(tmp_path: Path) -> No
 
 
 def test_config_runs_every_mode_at_every_cap_greedily(tmp_path: Path) -> None:
-    argv = "--dataset hrbench --model Qwen/x --max-vision-tokens 64 16384 --max-new-tokens 32"
-    argv += " --mode two-stage single-stage --hrbench-variant 8k --data-root"
-    config, address = parse_args([*argv.split(), str(tmp_path)])
+    argv = ["--dataset", "hrbench", "--model", "Qwen/x", "--max-vision-tokens", "[64, 16384]"]
+    argv += ["--modes", '["two-stage", "single-stage"]', "--hrbench-variant", "8k"]
+    config, address = parse_args([*argv, "--max-new-tokens", "32", "--data-root", str(tmp_path)])
     episodes = config.episodes()
     assert [(e.mode, e.coarse_max_tokens) for e in episodes] == [
         ("two-stage", 64),
@@ -232,6 +232,22 @@ def test_config_runs_every_mode_at_every_cap_greedily(tmp_path: Path) -> None:
     # two-stage at 16384: two images, two replies, text room; then rounded up to 256
     assert required_model_len(episodes) == 34048
     assert config.engine().max_model_len == 34048  # a hub name: no local limit to respect
+
+
+def test_eval_config_comes_from_a_toml_file_and_overrides(tmp_path: Path) -> None:
+    file = tmp_path / "eval.toml"
+    file.write_text('dataset = "vstar"\ndata_root = "v"\nmodel = "m"\nmax_vision_tokens = [640]\n')
+    config, _ = parse_args(["--config", str(file), "--max-vision-tokens", "1280"])
+    assert config.max_vision_tokens == (1280,) and config.out == "runs/eval/vstar"
+    config, _ = parse_args(["--config", str(file), "--tracking.experiment", "e"])
+    assert config.tracking is not None and config.tracking.experiment == "e"
+
+
+def test_a_bad_eval_field_exits_2_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--dataset", "vstar", "--data-root", "v", "--model", "m", "--limit", "0"])
+    assert exited.value.code == 2
+    assert "limit" in capsys.readouterr().err
 
 
 def test_engine_length_stays_within_a_local_models_positions(tmp_path: Path) -> None:
@@ -249,17 +265,17 @@ class ScriptedPool:
     config = PoolConfig(chunk_size=1)
     slots: dict[int, Any] = {}  # noqa: RUF012
 
-    def broadcast(self, method: str, *args: Any) -> None:
+    def broadcast(self, call: Any, what: str) -> None:
         """No actors, so nothing to reset."""
 
-    def map(self, requests: list[Any], failed: Any) -> list[Trajectory]:
+    def run(self, samples: list[Any], episode: Any) -> list[Trajectory]:
         out: list[Trajectory] = []
-        for request in requests:
-            if request.sample.id == "s3":
-                out += failed([request], "ValueError: prompt too long")
+        for sample in samples:
+            if sample.id == "s3":
+                out += failed_trajectories([sample], 1, 0, "ValueError: prompt too long")
             else:
-                two = request.episode.mode == "two-stage"
-                out.append(_trajectory(request.sample, "<answer>B</answer>", two, 0.5))
+                two = episode.mode == "two-stage"
+                out.append(_trajectory(sample, "<answer>B</answer>", two, 0.5))
         return out
 
 
