@@ -228,7 +228,8 @@ class ActorPool:
             return
         except Exception as exc:  # an error inside the actor: retry elsewhere, then give up
             logger.exception("%s chunk %d failed on actor %d", self.name, chunk.index, wid)
-            self._retry(chunk, call, f"{type(exc).__name__}: {exc}")
+            cause = getattr(exc, "cause", None) or exc  # the actor's own error, not Ray's wrap
+            self._retry(chunk, call, f"{type(cause).__name__}: {cause}")
             if not self._healthy(wid):
                 self._replace(wid, call, kill=True)
                 return
