@@ -138,13 +138,13 @@ class ActorPool:
         while any(not s.is_ready for s in self.slots.values()):
             self._poll(call)
 
-    def map(self, items: list[Any], failed: Failed, task: Task | None = None) -> list[Any]:
-        """Results for every item, in item order (chunks that keep failing: `failed(chunk)`),
-        from the pool's `task` or another one."""
+    def map(self, items: list[Any], failed: Failed) -> list[Any]:
+        """The pool's `task`'s results for every item, in item order (chunks that keep failing:
+        `failed(chunk)`)."""
         size = self.config.chunk_size
         starts = range(0, len(items), size)
         chunks = deque(_Chunk(i, items[s : s + size]) for i, s in enumerate(starts))
-        call = _Call(failed, chunks, task or self.task)
+        call = _Call(failed, chunks, self.task)
         while call.queue or call.inflight:
             self._scale_up(len(call.queue))
             self._dispatch(call)
@@ -228,7 +228,8 @@ class ActorPool:
             return
         except Exception as exc:  # an error inside the actor: retry elsewhere, then give up
             logger.exception("%s chunk %d failed on actor %d", self.name, chunk.index, wid)
-            self._retry(chunk, call, f"{type(exc).__name__}: {exc}")
+            cause = getattr(exc, "cause", None) or exc  # the actor's own error, not Ray's wrap
+            self._retry(chunk, call, f"{type(cause).__name__}: {cause}")
             if not self._healthy(wid):
                 self._replace(wid, call, kill=True)
                 return

@@ -296,9 +296,7 @@ def log_to_mlflow(config: EvalConfig, summaries: list[dict[str, Any]]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> tuple[EvalConfig, str | None]:
     """The job's config (the TOML file, then `--field value` overrides) and the Ray address."""
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-    )
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", help="TOML file of EvalConfig fields (default: none)")
     p.add_argument("--address", help="Ray address (default: start a local Ray)")
     config, args = parse_job_args(EvalConfig, p, argv)

@@ -133,9 +133,7 @@ class RolloutJobConfig(RolloutConfig):
 def main(argv: list[str] | None = None) -> None:
     from jobs.config import parse_job_args  # jobs.config composes this module's RolloutConfig
 
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-    )
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="TOML file of RolloutJobConfig fields (default: none)")
     parser.add_argument("--address", default=None, help="Ray address (default: start locally)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

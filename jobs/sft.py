@@ -114,9 +114,7 @@ class SftConfig(BaseModel):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-    )
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="TOML file of SftConfig fields (default: none)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     job, _ = parse_job_args(SftConfig, parser, argv)
