@@ -21,6 +21,11 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.shared_weights import SharedWeights
+
+Weights = SharedWeights | Iterable[tuple[str, torch.Tensor]]
+"""New policy weights under checkpoint names: the learner's shared-memory file, or tensors."""
+
 
 class EngineConfig(BaseModel):
     """Which engine a worker hosts and how it starts."""
@@ -52,7 +57,8 @@ class EngineConfig(BaseModel):
     memory_utilization: float | None = Field(None, gt=0.0, le=1.0)
     """vLLM: share of GPU memory (host memory on CPU) it may take; default 0.85 GPU, 0.1 CPU."""
     weight_bucket_mb: int = Field(256, ge=1)
-    """Size of one weight-transfer bucket."""
+    """Size of one weight-transfer bucket (arrays from the object store into an engine core in
+    its own process; the shared-memory file is loaded whole)."""
     cpu_omp_bind: str = "nobind"
     """vLLM on CPU: thread pinning. Its `auto` computes on one core per NUMA node and pins every
     engine to the same core; `nobind` leaves placement to the OS; `0-7` pins explicitly."""
@@ -145,10 +151,8 @@ class Engine(Protocol):
         """Next-token logprobs of each prompt's own tokens."""
         ...
 
-    def update_weights(
-        self, version: int, named_tensors: Iterable[tuple[str, torch.Tensor]]
-    ) -> None:
-        """Load new policy weights (HF checkpoint names) in place; later samples carry `version`."""
+    def update_weights(self, version: int, weights: Weights) -> None:
+        """Load new policy weights in place; later samples carry `version`."""
         ...
 
     def shutdown(self) -> None: ...

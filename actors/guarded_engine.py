@@ -17,14 +17,20 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
-import torch
-
-from actors.engine import Completion, Engine, EngineConfig, Sampling, Scored, TokenPrompt
+from actors.engine import (
+    Completion,
+    Engine,
+    EngineConfig,
+    Sampling,
+    Scored,
+    TokenPrompt,
+    Weights,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,10 +68,8 @@ class GuardedEngine:
     def score(self, prompts: list[TokenPrompt]) -> list[Scored]:
         return self._call(self.engine.score, prompts)
 
-    def update_weights(
-        self, version: int, named_tensors: Iterable[tuple[str, torch.Tensor]]
-    ) -> None:
-        self._call(self.engine.update_weights, version, named_tensors)
+    def update_weights(self, version: int, weights: Weights) -> None:
+        self._call(self.engine.update_weights, version, weights)
 
     def reset_caches(self) -> None:
         """Forget cached prompts and images (engines that cache across calls)."""

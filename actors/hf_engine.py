@@ -10,7 +10,7 @@ top-p, so they equal what `score` computes for the same tokens with one forward 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -23,11 +23,13 @@ from actors.engine import (
     Sampling,
     Scored,
     TokenPrompt,
+    Weights,
     check_seeds,
     set_cpu_threads,
 )
 from core.model_inputs import model_inputs
-from core.weight_names import to_in_memory_name
+from core.shared_weights import SharedWeights
+from core.weight_names import to_checkpoint_name
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,12 @@ class HFEngine:
             ),
         )
         self.model.to(self.device).eval()
+        # Weights arrive under checkpoint names. remove_duplicate=False keeps a tied
+        # `lm_head.weight` (it aliases the embeddings, and checkpoints leave it out).
+        self.checkpoint_params = {
+            to_checkpoint_name(name): param
+            for name, param in self.model.named_parameters(remove_duplicate=False)
+        }
         self.image_token_id: int = self.model.config.image_token_id
         self.eos_ids = _eos_ids(self.model.generation_config.eos_token_id)
         # A checkpoint's sampling defaults (Qwen's top_k, repetition penalty) would fill every
@@ -163,15 +171,12 @@ class HFEngine:
         return Completion(token_ids, logprobs, finish_reason="length")
 
     @torch.no_grad()
-    def update_weights(
-        self, version: int, named_tensors: Iterable[tuple[str, torch.Tensor]]
-    ) -> None:
-        """Copy tensors (checkpoint or in-memory names) into the parameters in place."""
-        # remove_duplicate=False keeps a tied `lm_head.weight`, which aliases the embeddings.
-        params = dict(self.model.named_parameters(remove_duplicate=False))
+    def update_weights(self, version: int, weights: Weights) -> None:
+        """Copy tensors (checkpoint names) into the parameters in place."""
+        named = weights.tensors() if isinstance(weights, SharedWeights) else weights
         count = 0
-        for name, tensor in named_tensors:
-            param = params.get(to_in_memory_name(name))
+        for name, tensor in named:
+            param = self.checkpoint_params.get(name)
             if param is None:
                 raise KeyError(f"unknown parameter {name!r}")
             if param.shape != tensor.shape:

@@ -78,8 +78,8 @@ class RolloutWorker:
     ) -> int:
         """Load new weights: views of a shared-memory file, numpy arrays (zero-copy out of
         Ray's object store) or tensors."""
-        if isinstance(weights, SharedWeights):
-            self.engine.update_weights(version, weights.tensors())
+        if isinstance(weights, SharedWeights):  # a checkpoint file: the engine loads it as is
+            self.engine.update_weights(version, weights)
         else:
             self.engine.update_weights(version, (_as_tensor(n, w) for n, w in weights))
         logger.info("now serving weight version %d", version)

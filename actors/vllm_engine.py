@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -20,10 +20,12 @@ from actors.engine import (
     Sampling,
     Scored,
     TokenPrompt,
+    Weights,
     check_seeds,
     set_cpu_threads,
 )
 from actors.vllm_weights import buckets, write_bucket
+from core.shared_weights import SharedWeights
 from core.shm_files import release
 
 logger = logging.getLogger(__name__)
@@ -69,8 +71,6 @@ class VLLMEngine:
         )
         # Where the engine core actually runs decides how weights travel to it.
         self.in_process = type(self.llm.llm_engine.engine_core).__name__ == "InprocClient"
-        hf_config = self.llm.llm_engine.model_config.hf_config
-        self.tied_embeddings = bool(getattr(hf_config, "tie_word_embeddings", False))
 
     def generate(
         self, prompts: list[TokenPrompt], sampling: Sampling, seeds: Sequence[int] | None = None
@@ -119,22 +119,22 @@ class VLLMEngine:
         if self.on_cpu:
             torch.get_num_threads()
 
-    def update_weights(
-        self, version: int, named_tensors: Iterable[tuple[str, torch.Tensor]]
-    ) -> None:
-        """Load new weights bucket by bucket, then drop every cache the old weights made."""
+    def update_weights(self, version: int, weights: Weights) -> None:
+        """Load new weights, then drop every cache the old weights made."""
         self._sync_threads()
-        skip = frozenset({"lm_head.weight"}) if self.tied_embeddings else frozenset()
-        for bucket in buckets(named_tensors, self.config.weight_bucket_mb << 20, skip):
-            if self.in_process:  # the engine core is here: hand the tensors over, no copy
-                self.llm.collective_rpc("load_weights", args=(bucket,))
-                continue
-            path = write_bucket(bucket)
-            del bucket
-            try:
-                self.llm.collective_rpc("load_weights_file", args=(str(path),))
-            finally:
-                release(path)
+        if self.in_process:  # the engine core is here: hand the tensors over, no copy
+            named = weights.tensors() if isinstance(weights, SharedWeights) else weights
+            self.llm.collective_rpc("load_weights", args=(dict(named),))
+        elif isinstance(weights, SharedWeights):  # the learner's file is a checkpoint
+            self.llm.collective_rpc("load_weights_file", args=(weights.local_path(),))
+        else:
+            for bucket in buckets(weights, self.config.weight_bucket_mb << 20):
+                path = write_bucket(bucket)
+                del bucket
+                try:
+                    self.llm.collective_rpc("load_weights_file", args=(str(path),))
+                finally:
+                    release(path)
         # Stale KV from old weights must not be reused; the encoder cache holds old image features.
         self.reset_caches()
         self.weight_version = version

@@ -1,12 +1,15 @@
-"""New policy weights into a running vLLM engine, bucket by bucket.
+"""New policy weights into a running vLLM engine. Weights arrive under checkpoint names.
 
-When the engine core runs in this process (the CPU default) each bucket's tensors are handed
-to the loader as they are. Otherwise the sender writes each bucket as a safetensors file in
-shared memory (`/dev/shm`, the CPU analogue of CUDA IPC) and asks every engine worker to load
-it in place; the file is removed before the next bucket is written, so extra memory stays at
-one bucket. Buckets never split a
-transformer block (see `core.weight_names.module_of`): vLLM fuses projections inside a block and
-processes a block once all of its weights have arrived.
+- The learner's shared-memory file is a safetensors checkpoint: every engine worker loads it
+  as it is (`load_weights_file`), without renaming, re-bucketing or another copy.
+- When the engine core runs in this process (the CPU default) tensors are handed to the
+  loader as they are (`load_weights`): views of the learner's file, or arrays from Ray's
+  object store.
+- Arrays from the object store for an engine in other processes are written bucket by bucket
+  as safetensors files in `/dev/shm` (the CPU analogue of CUDA IPC); each file is removed
+  before the next is written, so extra memory stays at one bucket. Buckets never split a
+  transformer block (see `core.weight_names.module_of`): vLLM fuses projections inside a block
+  and processes a block once all of its weights have arrived.
 """
 
 from __future__ import annotations
@@ -19,20 +22,17 @@ import torch
 from safetensors.torch import safe_open, save_file
 
 from core.shm_files import new_file
-from core.weight_names import module_of, to_checkpoint_name
+from core.weight_names import module_of
 
 
 def buckets(
-    named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int, skip: frozenset[str]
+    named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Group tensors (renamed to checkpoint names) into buckets of about `bucket_bytes`, whole
-    blocks at a time; a block larger than a bucket travels alone. Names in `skip` are dropped."""
+    """Group tensors into buckets of about `bucket_bytes`, whole blocks at a time; a block
+    larger than a bucket travels alone."""
     bucket: dict[str, torch.Tensor] = {}
     size, block, previous = 0, None, None
-    for raw_name, tensor in named_tensors:
-        name = to_checkpoint_name(raw_name)
-        if name in skip:
-            continue
+    for name, tensor in named_tensors:
         block = module_of(name)
         nbytes = tensor.numel() * tensor.element_size()
         if bucket and block != previous and size + nbytes > bucket_bytes:
@@ -70,9 +70,9 @@ class WeightReceiver:
 
         return self._reload(weights())
 
-    def load_weights(self, bucket: dict[str, torch.Tensor]) -> int:
-        """Load one bucket of tensors in place (same process only: no copy on the way)."""
-        return self._reload(iter(bucket.items()))
+    def load_weights(self, named: dict[str, torch.Tensor]) -> int:
+        """Load tensors in place (same process only: no copy on the way)."""
+        return self._reload(iter(named.items()))
 
     def _reload(self, weights: Iterator[tuple[str, torch.Tensor]]) -> int:
         names: list[str] = []
@@ -82,7 +82,7 @@ class WeightReceiver:
                 names.append(name)
                 yield name, tensor
 
-        # Each bucket holds some blocks only; vLLM warns once per block left out. Expected here.
+        # A bucket holds some blocks only; vLLM warns once per block left out. Expected there.
         logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(
             logging.ERROR
         )

@@ -48,16 +48,20 @@ class SharedWeights:
     node_id: str
     version: int
 
-    def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """(name, tensor) views of the file in layout order, without copying. They stay valid
-        after the file is unlinked, as long as they are referenced."""
+    def local_path(self) -> str:
+        """The file's path, checked to be on this node (a clear error otherwise)."""
         if not Path(self.path).exists():
             raise FileNotFoundError(
                 f"shared weights {self.path} (version {self.version}) are not on this node; "
                 f"they were written on node {self.node_id}: with learners and rollout workers "
                 "on different nodes set learner.weight_transport = 'object_store'"
             )
-        data_start, specs = read_layout(self.path)
+        return self.path
+
+    def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """(name, tensor) views of the file in layout order, without copying. They stay valid
+        after the file is unlinked, as long as they are referenced."""
+        data_start, specs = read_layout(self.local_path())
         size = data_start + (specs[-1].end if specs else 0)
         # MAP_PRIVATE: reads share the page cache with every other reader; nobody writes here.
         raw = torch.from_file(self.path, shared=False, size=size, dtype=torch.uint8)

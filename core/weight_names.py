@@ -2,7 +2,8 @@
 
 transformers 5 names the modules in memory `model.language_model.*` and `model.visual.*`;
 checkpoints on disk, and vLLM's loader, use `model.*` and `visual.*`. A tied `lm_head.weight`
-is absent from checkpoints. Weight transfer always speaks checkpoint names.
+is absent from checkpoints. Weight transfer always speaks checkpoint names: the learner
+writes them (`learners.weight_export.checkpoint_parameters`) and engines read them as they are.
 """
 
 from __future__ import annotations
@@ -15,17 +16,6 @@ def to_checkpoint_name(name: str) -> str:
     for memory, checkpoint in _IN_MEMORY_TO_CHECKPOINT:
         if name.startswith(memory):
             return checkpoint + name[len(memory) :]
-    return name
-
-
-def to_in_memory_name(name: str) -> str:
-    """The inverse of `to_checkpoint_name` for transformers 5 modules."""
-    if name.startswith("visual."):
-        return "model." + name
-    if name.startswith("model.") and not name.startswith(
-        ("model.language_model.", "model.visual.")
-    ):
-        return "model.language_model." + name[len("model.") :]
     return name
 
 

@@ -24,8 +24,6 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch.distributed.tensor import DTensor
 
-from core.weight_names import to_checkpoint_name
-
 STATE_FILE = "state.json"
 _HF_FILES = ("*.json", "*.jinja", "*.txt", "*.model")  # config, tokenizer, templates
 
@@ -89,19 +87,13 @@ def load_sharded(state: RankState, path: Path) -> tuple[int, dict[str, Any]]:
     return int(saved["step"]), dict(saved["extra"])
 
 
-def export_hf(
-    named: Iterable[tuple[str, np.ndarray]] | None, tied: bool, source: Path, out: Path
-) -> None:
-    """Every rank calls this after gathering `named` (full weights on rank 0, None elsewhere);
-    rank 0 writes a plain HF model folder to `out`: the weights under checkpoint names (without
-    `lm_head.weight` when `tied` to the embeddings) and `source`'s config and tokenizer files."""
+def export_hf(named: Iterable[tuple[str, np.ndarray]] | None, source: Path, out: Path) -> None:
+    """Every rank calls this after gathering `named` (full weights under checkpoint names on
+    rank 0, None elsewhere); rank 0 writes a plain HF model folder to `out`: the weights and
+    `source`'s config and tokenizer files."""
     if named is not None:
         out.mkdir(parents=True, exist_ok=True)
-        weights = {
-            to_checkpoint_name(name): torch.from_numpy(array)
-            for name, array in named
-            if not (tied and name == "lm_head.weight")
-        }
+        weights = {name: torch.from_numpy(array) for name, array in named}
         save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
         for pattern in _HF_FILES:
             for file in source.glob(pattern):

@@ -26,13 +26,22 @@ from core.shared_weights import (
     place_of_rows,
 )
 from core.shm_files import new_file
+from core.weight_names import to_checkpoint_name
 
 WeightTransport = Literal["shm", "object_store"]
 
 
+def checkpoint_parameters(policy: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """The parameters under the names a checkpoint on disk gives them, in module order: an
+    `lm_head.weight` tied to the embeddings is left out, as checkpoints leave it out."""
+    tied = bool(getattr(getattr(policy, "config", None), "tie_word_embeddings", False))
+    named = ((to_checkpoint_name(name), p) for name, p in policy.named_parameters())
+    return [(name, p) for name, p in named if not (tied and name == "lm_head.weight")]
+
+
 def weight_specs(policy: torch.nn.Module) -> list[TensorSpec]:
-    """The layout of the full parameters (global shapes, in-memory names), in module order."""
-    return layout([(name, p.dtype, tuple(p.shape)) for name, p in policy.named_parameters()])
+    """The layout of the full parameters (global shapes, checkpoint names), in module order."""
+    return layout([(name, p.dtype, tuple(p.shape)) for name, p in checkpoint_parameters(policy)])
 
 
 def create_shared(policy: torch.nn.Module) -> tuple[str, int]:
@@ -55,7 +64,7 @@ def copy_plan(policy: torch.nn.Module, path: str, data_start: int, rank: int) ->
             "with learner ranks on several nodes set learner.weight_transport = 'object_store'"
         )
     mapped, plan = map_for_writing(Path(path)), []
-    params = list(policy.parameters())
+    params = [param for _, param in checkpoint_parameters(policy)]
     for spec, param in zip(weight_specs(policy), params, strict=True):
         row, local = shard_rows(param.detach(), rank)
         if local is not None and local.numel():
@@ -91,10 +100,10 @@ def shard_rows(param: torch.Tensor, rank: int) -> tuple[int, torch.Tensor | None
 
 
 def full_arrays(policy: torch.nn.Module, rank: int) -> list[tuple[str, np.ndarray]] | None:
-    """Full weights (in-memory names, fp32 numpy) on rank 0, None elsewhere. Every rank must
+    """Full weights (checkpoint names, fp32 numpy) on rank 0, None elsewhere. Every rank must
     call it: each parameter is gathered with a collective."""
     out = []
-    for name, param in policy.named_parameters():
+    for name, param in checkpoint_parameters(policy):
         tensor = param.detach()
         full = tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
         if rank == 0:

@@ -126,7 +126,7 @@ class LearnerWorker:
         return out
 
     def named_parameters(self) -> list[tuple[str, np.ndarray]] | None:
-        """Full weights (in-memory names, fp32 numpy) on rank 0; None elsewhere. Every rank
+        """Full weights (checkpoint names, fp32 numpy) on rank 0; None elsewhere. Every rank
         must call it: each parameter is gathered with a collective."""
         return full_arrays(self.policy, self.rank)
 
@@ -158,9 +158,7 @@ class LearnerWorker:
         return extra
 
     def export_hf(self, out: str) -> None:
-        tied = bool(getattr(self.policy.config, "tie_word_embeddings", False))
-        named = self.named_parameters()
-        export_hf(named, tied, Path(self.config.model), Path(out))
+        export_hf(self.named_parameters(), Path(self.config.model), Path(out))
 
     def _rank_state(self) -> RankState:
         return RankState(self.policy, self.optimizer, self.scheduler, self.rank, self.world_size)

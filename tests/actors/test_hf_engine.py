@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from weight_files import fill
 
 from actors.engine import Completion, EngineConfig, Sampling, TokenPrompt
 from actors.hf_engine import HFEngine
@@ -242,18 +243,17 @@ def test_update_weights_changes_logprobs_and_restores_exactly(
     assert fresh_engine.weight_version == 2
 
 
-def test_update_weights_accepts_in_memory_names(
-    fresh_engine: HFEngine, tiny_processor: Any
+def test_update_weights_loads_a_shared_file_of_checkpoint_names(
+    fresh_engine: HFEngine, tiny_processor: Any, tmp_path: Path
 ) -> None:
     prompt = text_prompt(tiny_processor)
     (before,) = fresh_engine.score([prompt])
-    name = "model.language_model.norm.weight"
-    norm = fresh_engine.model.get_parameter(name)
+    norm = fresh_engine.model.get_parameter("model.language_model.norm.weight")
 
-    fresh_engine.update_weights(5, [(name, torch.full_like(norm, 2.0))])
+    fresh_engine.update_weights(5, fill(tmp_path / "w", {"model.norm.weight": norm + 1.0}))
     (after,) = fresh_engine.score([prompt])
 
-    assert torch.equal(norm, torch.full_like(norm, 2.0))
+    assert torch.equal(norm, torch.full_like(norm, 2.0))  # the tiny model's norms start at 1
     assert after.logprobs != before.logprobs
     assert fresh_engine.weight_version == 5
 
@@ -261,6 +261,8 @@ def test_update_weights_accepts_in_memory_names(
 def test_update_weights_rejects_unknown_names_and_wrong_shapes(fresh_engine: HFEngine) -> None:
     with pytest.raises(KeyError, match=r"model\.layers\.99"):
         fresh_engine.update_weights(1, [("model.layers.99.mlp.up_proj.weight", torch.zeros(2))])
+    with pytest.raises(KeyError, match="language_model"):  # in-memory names are not checkpoints
+        fresh_engine.update_weights(1, [("model.language_model.norm.weight", torch.zeros(4))])
     with pytest.raises(ValueError, match="shape"):
         fresh_engine.update_weights(1, [("model.norm.weight", torch.zeros(3))])
     assert fresh_engine.weight_version == 0

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from weight_files import fill
 
 from core.shared_weights import (
     SharedWeights,
@@ -26,18 +27,6 @@ def weights() -> dict[str, torch.Tensor]:
         "model.norm.weight": torch.randn(4, generator=g),
         "visual.merger.mlp.0.bias": torch.randn(3, generator=g),
     }
-
-
-def fill(path: Path, weights: dict[str, torch.Tensor], world: int) -> None:
-    """Write every tensor as `world` ranks would: each its chunk of rows, like FSDP2."""
-    specs = layout([(n, t.dtype, tuple(t.shape)) for n, t in weights.items()])
-    data_start = create(path, specs)
-    mapped = map_for_writing(path)
-    for spec, tensor in zip(specs, weights.values(), strict=True):
-        rows = 0
-        for chunk in torch.chunk(tensor, world):
-            place_of_rows(mapped, data_start, spec, rows, chunk).copy_(chunk)
-            rows += chunk.shape[0]
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
+from safetensors.torch import load_file
 
 from actors.engine import EngineConfig, TokenPrompt
 from actors.episode import EpisodeConfig
@@ -25,6 +26,7 @@ from learners.group import LearnerGroup
 
 pytestmark = pytest.mark.integration
 RANK = WorkerResources(num_cpus=0.25)
+MODEL_FILE = "model.safetensors"
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +62,8 @@ def test_two_ranks_step_exactly_like_one(
         # Each rank writes its own shard rows into the shared file: it equals the gathered copy.
         shared = group.export_weights(1)
         assert max_diff({n: t.numpy() for n, t in shared.tensors()}, after) == 0.0
+        # ... under the names of the checkpoint on disk: an engine loads the file as it is.
+        assert set(load_file(shared.path)) == set(load_file(Path(config.model) / MODEL_FILE))
         results.append((after, metrics))
         group.shutdown()
         assert not Path(shared.path).exists()  # the group removes its files

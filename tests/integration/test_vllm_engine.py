@@ -17,6 +17,7 @@ import torch
 from engine_processes import signal_engine_core
 from PIL import Image
 from safetensors.torch import load_file
+from weight_files import fill
 
 from actors.chat_tokens import ChatTokens
 from actors.engine import EngineConfig, Sampling, TokenPrompt
@@ -116,14 +117,19 @@ def separate_engine(engine: VLLMEngine, tiny_model_dir: Path) -> Iterator[VLLMEn
     other.shutdown()
 
 
+@pytest.mark.parametrize("source", ["tensors", "shared file"])
 @pytest.mark.parametrize("where", ["in_process", "separate"])
 def test_weight_update_is_served(
     where: str,
+    source: str,
     request: pytest.FixtureRequest,
     reference: HFEngine,
     two_turn_prompt: TokenPrompt,
     tiny_model_dir: Path,
+    tmp_path: Path,
 ) -> None:
+    """Tensors (from the object store) or the learner's shared file (a checkpoint that the
+    engine's workers load as it is), into an engine core in this process or in its own."""
     engine = request.getfixturevalue("engine" if where == "in_process" else "separate_engine")
     assert engine.in_process == (where == "in_process")
     reference.update_weights(0, load_file(tiny_model_dir / "model.safetensors").items())
@@ -135,7 +141,10 @@ def test_weight_update_is_served(
     perturbed = {
         n: t + 0.05 * torch.randn(t.shape, generator=generator) for n, t in original.items()
     }
-    engine.update_weights(1, perturbed.items())  # 1 MB buckets: several round trips
+    if source == "tensors":
+        engine.update_weights(1, perturbed.items())  # separate: 1 MB buckets, several trips
+    else:
+        engine.update_weights(1, fill(tmp_path / "weights", perturbed))
     reference.update_weights(1, perturbed.items())
     [after] = engine.score([two_turn_prompt])
     [expected] = reference.score([two_turn_prompt])

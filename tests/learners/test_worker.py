@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText
 
+from core.weight_names import to_checkpoint_name
 from learners.batch import TrainRow
 from learners.config import LearnerConfig, OptimConfig
 from learners.group import normalizer
@@ -104,9 +106,9 @@ def test_export_is_a_plain_hf_checkpoint(
 ) -> None:
     worker.export_hf(str(tmp_path / "hf"))
     loaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "hf", dtype=torch.float32)
-    mine = dict(worker.named_parameters() or [])
-    theirs = dict(loaded.named_parameters())
-    assert set(mine) == set(theirs)
+    mine = dict(worker.named_parameters() or [])  # checkpoint names, as the file has them
+    theirs = {to_checkpoint_name(n): p for n, p in loaded.named_parameters()}
+    assert set(mine) == set(theirs) == set(load_file(tmp_path / "hf" / "model.safetensors"))
     assert max(abs(mine[n] - theirs[n].detach().numpy()).max() for n in mine) == 0.0
 
 
