@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from core.geometry import QWEN_DEFAULT_MAX_TOKENS, budget_tokens
 from core.trajectory import Trajectory
-from rewards.answer import AccuracyConfig, answer_text, extract_choice, match_answer
+from rewards.answer import AccuracyConfig, match_answer, prediction
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class EvalRecord:
     id: str
     category: str
     answer: str
-    prediction: str | None = None  # the option letter (or free-form answer) read from the reply
+    prediction: str | None = None  # the option letter or free-form answer (strict: its letters)
     correct: bool = False
     reply: str = ""  # the answering turn
     stage1: str = ""  # the coarse turn (two-stage only)
@@ -69,7 +69,7 @@ def record_from_trajectory(t: Trajectory, accuracy: AccuracyConfig) -> EvalRecor
         id=sample.id,
         category=category,
         answer=sample.answer,
-        prediction=_prediction(t.stage2_text, sample.options, accuracy),
+        prediction=prediction(t.stage2_text, sample.options, accuracy),
         correct=score.value == 1.0,
         reply=t.stage2_text,
         stage1=t.stage1_text,
@@ -80,13 +80,6 @@ def record_from_trajectory(t: Trajectory, accuracy: AccuracyConfig) -> EvalRecor
         full_tokens=budget_tokens(width, height, QWEN_DEFAULT_MAX_TOKENS) if width else 0,
         latency_s=t.time_stage1_s + t.time_stage2_s,
     )
-
-
-def _prediction(reply: str, options: tuple[str, ...], accuracy: AccuracyConfig) -> str | None:
-    text = answer_text(reply, accuracy.require_answer_tag)
-    if not text:
-        return None
-    return extract_choice(text, options) if options else text
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -75,6 +75,15 @@ def test_record_reads_the_answer_with_the_reward_rules() -> None:
     assert right.full_tokens == 50  # 280x140 at Qwen's default cap: 10 x 5 tokens
 
 
+def test_strict_records_show_the_letters_compared() -> None:
+    strict = AccuracyConfig(answer_match="strict")
+    sample = _sample(1)
+    right = record_from_trajectory(_trajectory(sample, "B"), strict)  # no tag: read whole
+    wrong = record_from_trajectory(_trajectory(sample, "<answer>(B) blue</answer>"), strict)
+    assert (right.prediction, right.correct) == ("B", True)
+    assert (wrong.prediction, wrong.correct) == ("BBLUE", False)
+
+
 def test_failed_episode_is_a_wrong_answer_with_its_reason() -> None:
     failed = Trajectory(_sample(2), 0, 0, failure="image: cannot decode")
     record = record_from_trajectory(failed, AccuracyConfig())
@@ -248,6 +257,19 @@ def test_a_bad_eval_field_exits_2_naming_it(capsys: pytest.CaptureFixture[str]) 
         parse_args(["--dataset", "vstar", "--data-root", "v", "--model", "m", "--limit", "0"])
     assert exited.value.code == 2
     assert "limit" in capsys.readouterr().err
+
+
+def test_eval_answer_matching_is_chosen_on_the_command_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    required = ["--dataset", "vstar", "--data-root", "v", "--model", "m"]
+    assert parse_args(required)[0].accuracy.answer_match == "lenient"
+    config, _ = parse_args([*required, "--accuracy.answer-match", "strict"])
+    assert config.accuracy.answer_match == "strict"
+    with pytest.raises(SystemExit) as exited:
+        parse_args([*required, "--accuracy.answer-match", "exact"])
+    assert exited.value.code == 2
+    assert "accuracy.answer_match" in capsys.readouterr().err
 
 
 def test_engine_length_stays_within_a_local_models_positions(tmp_path: Path) -> None:
