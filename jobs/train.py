@@ -212,7 +212,7 @@ def training_rows(
     grpo = config.learner.grpo
     rewards = torch.tensor([r.total for r in results], dtype=torch.float64)
     groups = torch.arange(len(trajectories)) // group_size
-    advantages = group_advantages(rewards, groups, grpo.normalize_std, grpo.std_eps)
+    advantages = group_advantages(rewards, groups, grpo.advantage_std, grpo.std_eps)
     return [
         TrainRow.from_trajectory(t, float(a))
         for t, a in zip(trajectories, advantages, strict=True)

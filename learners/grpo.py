@@ -15,6 +15,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 KLEstimator = Literal["k1", "k2", "k3"]
+AdvantageStd = Literal["sample", "population", "none"]
 LossAggregation = Literal["token-mean", "seq-mean-token-mean", "seq-sum-norm"]
 
 
@@ -23,8 +24,9 @@ class GRPOConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    normalize_std: bool = True
-    """Divide advantages by the group's reward std (GRPO); False centres only (Dr. GRPO)."""
+    advantage_std: AdvantageStd = "sample"
+    """Divide advantages by the group's reward std: `sample` (Bessel-corrected, as verl, TRL
+    and OpenRLHF compute it), `population`, or `none` to centre only (Dr. GRPO)."""
     std_eps: float = Field(1e-6, gt=0.0)
     """Added to the std, so a group whose rewards are all equal gets zero advantages."""
     clip_low: float = Field(0.2, ge=0.0, lt=1.0)
@@ -52,20 +54,22 @@ class Normalizer:
 
 
 def group_advantages(
-    rewards_B: torch.Tensor, group_ids_B: torch.Tensor, normalize_std: bool, eps: float
+    rewards_B: torch.Tensor, group_ids_B: torch.Tensor, std: AdvantageStd, eps: float
 ) -> torch.Tensor:
-    """Rewards centred on their group's mean (and divided by its std plus `eps`).
+    """Rewards centred on their group's mean (and divided by its `std` plus `eps`).
 
-    Groups are given by id, so they need not be contiguous or of equal size. The std is the
-    population std (a group of one has std 0, hence advantage 0).
+    Groups are given by id, so they need not be contiguous or of equal size. The sample std
+    divides the squared deviations by n - 1, the population std by n; a group of one has
+    std 0, hence advantage 0.
     """
     _, group_B = torch.unique(group_ids_B, return_inverse=True)
     count_G = torch.bincount(group_B).to(rewards_B.dtype)
     mean_G = torch.zeros_like(count_G).index_add_(0, group_B, rewards_B) / count_G
     centred_B = rewards_B - mean_G[group_B]
-    if not normalize_std:
+    if std == "none":
         return centred_B
-    var_G = torch.zeros_like(count_G).index_add_(0, group_B, centred_B**2) / count_G
+    dof_G = (count_G - 1).clamp(min=1) if std == "sample" else count_G
+    var_G = torch.zeros_like(count_G).index_add_(0, group_B, centred_B**2) / dof_G
     return centred_B / (var_G.sqrt()[group_B] + eps)
 
 

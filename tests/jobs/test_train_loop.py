@@ -38,7 +38,7 @@ def test_training_rows_use_group_advantages_and_skip_failures() -> None:
     results = [RewardResult({}, total) for total in (2.0, 0.0, 1.0, 0.0)]
     rows = training_rows([*ran, failed], results, group_size=4, config=config)
     assert len(rows) == 3  # the failed one has nothing to train on
-    mean, std = 0.75, (((2 - 0.75) ** 2 + 0.75**2 + 0.25**2 + 0.75**2) / 4) ** 0.5
+    mean, std = 0.75, (((2 - 0.75) ** 2 + 0.75**2 + 0.25**2 + 0.75**2) / 3) ** 0.5  # sample std
     expected = [(r - mean) / (std + 1e-6) for r in (2.0, 0.0, 1.0)]
     assert [r.advantage for r in rows] == pytest.approx(expected)
 

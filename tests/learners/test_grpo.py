@@ -20,21 +20,35 @@ from learners.grpo import (
 def test_equal_rewards_give_zero_advantages() -> None:
     rewards = torch.tensor([1.0, 1.0, 1.0, 0.0, 2.0])
     groups = torch.tensor([0, 0, 0, 1, 1])
-    adv = group_advantages(rewards, groups, normalize_std=True, eps=1e-6)
+    adv = group_advantages(rewards, groups, "population", eps=1e-6)
     assert adv[:3].tolist() == [0.0, 0.0, 0.0]
     # group 1: mean 1, population std 1 -> -1, +1 (up to eps)
     assert adv[3:].tolist() == pytest.approx([-1.0, 1.0], abs=1e-5)
 
 
-def test_advantages_by_hand_without_std() -> None:
+def test_advantages_by_hand() -> None:
     rewards = torch.tensor([3.0, 1.0, 2.0, 0.5])
     groups = torch.tensor([7, 7, 7, 9])  # ids need not be contiguous; a group of one gets 0
-    adv = group_advantages(rewards, groups, normalize_std=False, eps=1e-6)
+    adv = group_advantages(rewards, groups, "none", eps=1e-6)
     assert adv.tolist() == pytest.approx([1.0, -1.0, 0.0, 0.0])
-    normalized = group_advantages(rewards, groups, normalize_std=True, eps=0.0 + 1e-12)
-    std = math.sqrt(2 / 3)
-    assert normalized[:3].tolist() == pytest.approx([1 / std, -1 / std, 0.0])
-    assert normalized[3].item() == 0.0
+    for std, value in (("population", math.sqrt(2 / 3)), ("sample", 1.0)):
+        normalized = group_advantages(rewards, groups, std, eps=1e-12)
+        assert normalized[:3].tolist() == pytest.approx([1 / value, -1 / value, 0.0])
+        assert normalized[3].item() == 0.0
+
+
+def test_the_default_std_is_the_sample_std_of_the_reference_implementations() -> None:
+    """verl, TRL and OpenRLHF divide by torch.std (Bessel-corrected) per group plus eps."""
+    config = GRPOConfig()
+    assert config.advantage_std == "sample"
+    rewards_GN = torch.rand(5, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    groups = torch.arange(40) // 8
+    adv = group_advantages(rewards_GN.flatten(), groups, config.advantage_std, config.std_eps)
+    mean, std = rewards_GN.mean(1, keepdim=True), rewards_GN.std(1, keepdim=True)
+    expected = (rewards_GN - mean) / (std + config.std_eps)
+    assert torch.allclose(adv, expected.flatten(), atol=1e-12)
+    population = group_advantages(rewards_GN.flatten(), groups, "population", config.std_eps)
+    assert (adv - population).abs().max() > 0.05  # the two differ visibly at G = 8
 
 
 @pytest.mark.parametrize(
