@@ -64,8 +64,7 @@ def copy_plan(policy: torch.nn.Module, path: str, data_start: int, rank: int) ->
             "with learner ranks on several nodes set learner.weight_transport = 'object_store'"
         )
     mapped, plan = map_for_writing(Path(path)), []
-    params = [param for _, param in checkpoint_parameters(policy)]
-    for spec, param in zip(weight_specs(policy), params, strict=True):
+    for spec, (_, param) in zip(weight_specs(policy), checkpoint_parameters(policy), strict=True):
         row, local = shard_rows(param.detach(), rank)
         if local is not None and local.numel():
             plan.append((place_of_rows(mapped, data_start, spec, row, local), local))
