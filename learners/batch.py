@@ -2,8 +2,9 @@
 
 A `TrainRow` is what the learner needs of one trajectory: its token ids (one `<|image_pad|>`
 per image), its images (coarse view and crop), the loss mask and the engine's logprobs per
-token, and its advantage. `micro_batch` pads rows into the model's tensors and maps the masks
-and old logprobs onto the expanded sequence, shifted so that position t scores token t + 1.
+token, and its advantage. `micro_batch` pads rows into the model's tensors and maps the masks,
+the engine's logprobs and each sampled token's stage onto the expanded sequence, shifted so
+that position t scores token t + 1.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class MicroBatch:
 
     inputs: dict[str, torch.Tensor]
     mask_BT: torch.Tensor
-    old_logprobs_BT: torch.Tensor
+    engine_logprobs_BT: torch.Tensor
+    stage_BT: torch.Tensor  # 1 on stage 1's sampled tokens, 2 on stage 2's, 0 elsewhere
     advantages_B: torch.Tensor
     positions: list[list[int]]  # where each row's given tokens sit in the expanded sequence
 
@@ -54,18 +56,31 @@ def micro_batch(
         [(r.token_ids, r.images) for r in rows], image_processor, image_token_id, pad_token_id
     )
     shape = built.tensors["input_ids"].shape
-    mask, old = torch.zeros(shape), torch.zeros(shape)
+    mask, engine, stage = torch.zeros(shape), torch.zeros(shape), torch.zeros(shape)
     for b, (row, positions) in enumerate(zip(rows, built.positions, strict=True)):
         index = torch.tensor(positions)
         mask[b, index] = torch.tensor(row.loss_mask, dtype=torch.float32)
-        old[b, index] = torch.tensor(row.logprobs, dtype=torch.float32)
+        engine[b, index] = torch.tensor(row.logprobs, dtype=torch.float32)
+        stage[b, index] = torch.tensor(sampled_stages(row.loss_mask), dtype=torch.float32)
     return MicroBatch(
         inputs=built.tensors,
         mask_BT=mask[:, 1:],
-        old_logprobs_BT=old[:, 1:],
+        engine_logprobs_BT=engine[:, 1:],
+        stage_BT=stage[:, 1:],
         advantages_B=torch.tensor([r.advantage for r in rows], dtype=torch.float32),
         positions=built.positions,
     )
+
+
+def sampled_stages(loss_mask: Sequence[int]) -> list[int]:
+    """Each token's stage: 1 on the first run of sampled tokens (stage 1's reply), 2 on every
+    later run (stage 2's), 0 on prompt tokens."""
+    stages, runs, previous = [], 0, 0
+    for sampled in loss_mask:
+        runs += int(bool(sampled) and not previous)
+        stages.append(min(runs, 2) if sampled else 0)
+        previous = sampled
+    return stages
 
 
 def split_for_ranks(rows: Sequence[TrainRow], world_size: int) -> list[list[TrainRow]]:

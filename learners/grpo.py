@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 KLEstimator = Literal["k1", "k2", "k3"]
 AdvantageStd = Literal["sample", "population", "none"]
+OldLogprobs = Literal["learner", "engine"]
 LossAggregation = Literal["token-mean", "seq-mean-token-mean", "seq-sum-norm"]
 
 
@@ -29,6 +30,16 @@ class GRPOConfig(BaseModel):
     and OpenRLHF compute it), `population`, or `none` to centre only (Dr. GRPO)."""
     std_eps: float = Field(1e-6, gt=0.0)
     """Added to the std, so a group whose rewards are all equal gets zero advantages."""
+    old_logprobs: OldLogprobs = "learner"
+    """The ratio's denominator, the policy that sampled. `learner`: the learner's own logprobs
+    of the sampled tokens before this step's update, as verl and TRL compute them; the learner
+    makes one optimizer step per batch, so these are the step's forward pass, detached (no
+    second pass). `engine`: the logprobs the rollout engine reported while sampling."""
+    tis_cap: float | None = Field(None, gt=0.0)
+    """Truncated importance sampling: each sampled token's policy loss is weighted by
+    min(p_learner / p_engine, tis_cap), which corrects for the engine sampling from a slightly
+    different distribution than the learner trains (bf16 kernels on GPUs). None: off. Needs
+    `old_logprobs = "learner"` (with `engine` the ratio already includes the mismatch)."""
     clip_low: float = Field(0.2, ge=0.0, lt=1.0)
     """The ratio is clipped below at 1 - clip_low."""
     clip_high: float = Field(0.2, ge=0.0)
@@ -43,6 +54,12 @@ class GRPOConfig(BaseModel):
     `loss_norm_constant`), as Dr. GRPO."""
     loss_norm_constant: float = Field(1024.0, gt=0.0)
     """The constant of seq-sum-norm (e.g. the generation budget)."""
+
+    @model_validator(mode="after")
+    def _tis_needs_learner_logprobs(self) -> GRPOConfig:
+        if self.tis_cap is not None and self.old_logprobs != "learner":
+            raise ValueError('tis_cap needs old_logprobs = "learner"')
+        return self
 
 
 @dataclass(frozen=True)
@@ -129,9 +146,25 @@ def entropy(logits_BTV: torch.Tensor) -> torch.Tensor:
     return -(logprobs_BTV.exp() * logprobs_BTV).sum(-1)
 
 
+def old_logprobs(
+    logprobs_BT: torch.Tensor, engine_logprobs_BT: torch.Tensor, source: OldLogprobs
+) -> torch.Tensor:
+    """The ratio's denominator: the learner's logprobs (detached) or the engine's."""
+    return logprobs_BT.detach() if source == "learner" else engine_logprobs_BT
+
+
+def tis_weights(
+    old_logprobs_BT: torch.Tensor, engine_logprobs_BT: torch.Tensor, cap: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Truncated importance weights min(p_old / p_engine, cap) per token, and where the cap
+    engaged (1.0 there). No gradient flows through them."""
+    raw_BT = torch.exp(old_logprobs_BT.detach() - engine_logprobs_BT)
+    return raw_BT.clamp(max=cap), (raw_BT > cap).float()
+
+
 def grpo_loss(
     logprobs_BT: torch.Tensor,
-    old_logprobs_BT: torch.Tensor,
+    engine_logprobs_BT: torch.Tensor,
     ref_logprobs_BT: torch.Tensor | None,
     advantages_B: torch.Tensor,
     mask_BT: torch.Tensor,
@@ -139,11 +172,17 @@ def grpo_loss(
     norm: Normalizer,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The step's loss share of one micro-batch, and its metric sums (over masked tokens)."""
+    old_BT = old_logprobs(logprobs_BT, engine_logprobs_BT, config.old_logprobs)
     policy_BT, clipped_BT = clipped_surrogate(
-        logprobs_BT, old_logprobs_BT, advantages_B, config.clip_low, config.clip_high
+        logprobs_BT, old_BT, advantages_B, config.clip_low, config.clip_high
     )
-    loss_BT = policy_BT
     sums = {"clip_fraction": (clipped_BT * mask_BT).sum()}
+    if config.tis_cap is not None:
+        weights_BT, capped_BT = tis_weights(old_BT, engine_logprobs_BT, config.tis_cap)
+        policy_BT = policy_BT * weights_BT
+        sums["tis_weight"] = (weights_BT * mask_BT).sum()
+        sums["tis_capped"] = (capped_BT * mask_BT).sum()
+    loss_BT = policy_BT
     if config.kl_beta > 0:
         if ref_logprobs_BT is None:
             raise ValueError("kl_beta > 0 needs the reference model's logprobs")

@@ -28,6 +28,8 @@ from learners.config import LearnerConfig, OptimConfig
 from learners.grpo import Normalizer, aggregate, entropy, grpo_loss, token_logprobs
 from learners.weight_export import CopyPlan, copy_plan, create_shared, full_arrays, write_shards
 
+TIS_SUMS = ("tis_weight", "tis_capped")  # metric sums that only truncated IS fills
+
 logger = logging.getLogger(__name__)
 
 
@@ -85,17 +87,15 @@ class LearnerWorker:
         """One optimizer step on this rank's rows; `norm` counts the whole step's rows/tokens."""
         self.policy.train()
         size = self.config.micro_batch_size
-        sums = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0, "entropy": 0.0}
-        mismatch = torch.zeros(2)  # (sum of |new - old| over sampled tokens, max)
+        sums = dict.fromkeys(("loss", "clip_fraction", "kl", "entropy", *TIS_SUMS), 0.0)
+        mismatch = Mismatch()
         for start in range(0, len(rows), size):
             batch = self._micro_batch(rows[start : start + size])
             loss, parts, logprobs_BT, logits_BTV = self._loss(batch, norm)
             # FSDP averages gradients over ranks; each rank's loss is its share of the sum.
             (loss * self.world_size).backward()
             with torch.no_grad():
-                diff_BT = (logprobs_BT - batch.old_logprobs_BT).abs() * batch.mask_BT
-                mismatch[0] += diff_BT.sum()
-                mismatch[1] = torch.maximum(mismatch[1], diff_BT.max())
+                mismatch.add(logprobs_BT, batch)
                 sums["entropy"] += float((entropy(logits_BTV) * batch.mask_BT).sum())
             sums["loss"] += float(loss.detach())
             for name, value in parts.items():
@@ -174,7 +174,8 @@ class LearnerWorker:
         return MicroBatch(
             {k: v.to(self.device) for k, v in batch.inputs.items()},
             batch.mask_BT.to(self.device),
-            batch.old_logprobs_BT.to(self.device),
+            batch.engine_logprobs_BT.to(self.device),
+            batch.stage_BT.to(self.device),
             batch.advantages_B.to(self.device),
             batch.positions,
         )
@@ -197,7 +198,7 @@ class LearnerWorker:
                 ref_BT = self._forward_logprobs(self.reference, batch)[0]
         loss, parts = grpo_loss(
             logprobs_BT,
-            batch.old_logprobs_BT,
+            batch.engine_logprobs_BT,
             ref_BT,
             batch.advantages_B,
             batch.mask_BT,
@@ -209,29 +210,66 @@ class LearnerWorker:
     def _reduce(
         self,
         sums: dict[str, float],
-        mismatch: torch.Tensor,
+        mismatch: Mismatch,
         norm: Normalizer,
         grad_norm: float,
         lr: float,
     ) -> dict[str, float]:
         """Step metrics over all ranks (sums are over sampled tokens)."""
         names = sorted(sums)
-        totals = torch.tensor([sums[n] for n in names] + [float(mismatch[0])], dtype=torch.float64)
+        totals = torch.tensor([sums[n] for n in names], dtype=torch.float64)
         dist.all_reduce(totals)
-        worst = mismatch[1:].clone()
-        dist.all_reduce(worst, op=dist.ReduceOp.MAX)
-        values = dict(zip([*names, "mismatch"], totals.tolist(), strict=True))
+        values = dict(zip(names, totals.tolist(), strict=True))
         tokens = max(norm.tokens, 1.0)
-        return {
+        metrics = {
             "learner/loss": values["loss"],
             "learner/clip_fraction": values["clip_fraction"] / tokens,
             "learner/kl": values["kl"] / tokens,
             "learner/entropy": values["entropy"] / tokens,
             "learner/grad_norm": grad_norm,
             "learner/lr": lr,
-            "learner/logprob_mismatch_mean": values["mismatch"] / tokens,
-            "learner/logprob_mismatch_max": float(worst[0]),
+            **mismatch.reduced(),
         }
+        if self.config.objective == "grpo" and self.config.grpo.tis_cap is not None:
+            metrics["learner/tis_weight_mean"] = values["tis_weight"] / tokens
+            metrics["learner/tis_capped_fraction"] = values["tis_capped"] / tokens
+        return metrics
+
+
+class Mismatch:
+    """|learner - engine| logprob of the sampled tokens, per stage: sums, counts and maxima
+    accumulated over a step's micro-batches, then reduced over ranks."""
+
+    def __init__(self) -> None:
+        self.sum_S, self.count_S, self.max_S = torch.zeros(2), torch.zeros(2), torch.zeros(2)
+
+    def add(self, logprobs_BT: torch.Tensor, batch: MicroBatch) -> None:
+        diff_BT = (logprobs_BT - batch.engine_logprobs_BT).abs().cpu()
+        stage_BT = batch.stage_BT.cpu()
+        for s in range(2):
+            in_stage = stage_BT == s + 1
+            self.sum_S[s] += diff_BT[in_stage].sum()
+            self.count_S[s] += in_stage.sum()
+            if in_stage.any():
+                self.max_S[s] = torch.maximum(self.max_S[s], diff_BT[in_stage].max())
+
+    def reduced(self) -> dict[str, float]:
+        """Means and maxima over all ranks, overall and per stage."""
+        sums = torch.cat([self.sum_S, self.count_S]).double()
+        dist.all_reduce(sums)
+        worst = self.max_S.clone()
+        dist.all_reduce(worst, op=dist.ReduceOp.MAX)
+        total, count = sums[:2], sums[2:]
+        out = {
+            "learner/logprob_mismatch_mean": float(total.sum() / count.sum().clamp(min=1)),
+            "learner/logprob_mismatch_max": float(worst.max()),
+        }
+        for s in range(2):
+            out[f"learner/logprob_mismatch_stage{s + 1}_mean"] = float(
+                total[s] / count[s].clamp(min=1)
+            )
+            out[f"learner/logprob_mismatch_stage{s + 1}_max"] = float(worst[s])
+        return out
 
 
 def lr_factor(optim: OptimConfig, step: int) -> float:

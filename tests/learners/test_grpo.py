@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from learners.batch import sampled_stages
 from learners.grpo import (
     GRPOConfig,
     Normalizer,
@@ -14,6 +15,7 @@ from learners.grpo import (
     group_advantages,
     grpo_loss,
     kl_penalty,
+    tis_weights,
 )
 
 
@@ -128,3 +130,63 @@ def test_kl_beta_zero_needs_no_reference() -> None:
     assert "kl" not in sums and loss.item() == pytest.approx(-1.0)
     with pytest.raises(ValueError, match="reference"):
         grpo_loss(logp, logp.detach(), None, torch.ones(1), mask, GRPOConfig(), Normalizer(2, 1))
+
+
+def _policy_loss(config: GRPOConfig, logp: torch.Tensor, engine: torch.Tensor) -> tuple:
+    mask, adv = torch.ones_like(logp), torch.tensor([2.0])
+    norm = Normalizer(tokens=float(mask.sum()), sequences=1)
+    return grpo_loss(logp, engine, None, adv, mask, config, norm)
+
+
+def test_old_logprobs_from_the_learner_or_the_engine() -> None:
+    """`learner`: the ratio is exactly 1 (one update per batch), so the loss is -A per token
+    and the gradient is -A * d logp, whatever the engine reported; `engine`: ratio p / p_engine."""
+    logp = torch.log(torch.tensor([[0.5, 0.25]])).requires_grad_()
+    engine = torch.log(torch.tensor([[0.4, 0.5]]))
+    loss, sums = _policy_loss(GRPOConfig(kl_beta=0.0), logp, engine)
+    assert loss.item() == pytest.approx(-2.0) and sums["clip_fraction"].item() == 0.0
+    loss.backward()
+    assert logp.grad is not None and logp.grad[0].tolist() == pytest.approx([-1.0, -1.0])
+    config = GRPOConfig(kl_beta=0.0, old_logprobs="engine")
+    loss, sums = _policy_loss(config, logp.detach(), engine)
+    # ratios 1.25 (clipped to 1.2 for a positive advantage) and 0.5 -> -(2*1.2 + 2*0.5) / 2
+    assert loss.item() == pytest.approx(-(2 * 1.2 + 2 * 0.5) / 2)
+    assert sums["clip_fraction"].item() == 1.0
+
+
+def test_truncated_importance_sampling_weights_by_hand() -> None:
+    old = torch.log(torch.tensor([[0.5, 0.2, 0.3]]))
+    engine = torch.log(torch.tensor([[0.25, 0.4, 0.3]]))
+    weights, capped = tis_weights(old, engine, cap=1.5)
+    assert weights[0].tolist() == pytest.approx([1.5, 0.5, 1.0])  # 2.0 is capped at 1.5
+    assert capped.tolist() == [[1.0, 0.0, 0.0]]
+
+
+def test_truncated_importance_sampling_scales_each_tokens_loss() -> None:
+    logp = torch.log(torch.tensor([[0.5, 0.2]])).requires_grad_()
+    engine = torch.log(torch.tensor([[0.25, 0.4]]))
+    config = GRPOConfig(kl_beta=0.0, tis_cap=1.5)
+    loss, sums = _policy_loss(config, logp, engine)
+    assert loss.item() == pytest.approx(-2.0 * (1.5 + 0.5) / 2)
+    assert sums["tis_weight"].item() == pytest.approx(2.0)
+    assert sums["tis_capped"].item() == 1.0
+    loss.backward()  # the weights are constants: d/dlogp = -A * w / tokens
+    assert logp.grad is not None and logp.grad[0].tolist() == pytest.approx([-1.5, -0.5])
+
+
+def test_truncated_importance_sampling_needs_the_learners_old_logprobs() -> None:
+    with pytest.raises(ValueError, match="tis_cap"):
+        GRPOConfig(old_logprobs="engine", tis_cap=2.0)
+
+
+@pytest.mark.parametrize(
+    ("mask", "stages"),
+    [
+        ([0, 0, 1, 1, 0, 0, 1, 1, 0], [0, 0, 1, 1, 0, 0, 2, 2, 0]),
+        ([1, 0, 1, 0, 1], [1, 0, 2, 0, 2]),  # later runs all belong to stage 2
+        ([0, 1, 1], [0, 1, 1]),  # a single-stage reply (fallback) is stage 1
+        ([0, 0], [0, 0]),
+    ],
+)
+def test_sampled_stages(mask: list[int], stages: list[int]) -> None:
+    assert sampled_stages(mask) == stages

@@ -94,7 +94,10 @@ def test_a_step_changes_the_weights_and_reports_metrics(
     after = dict(worker.named_parameters() or [])
     assert max(abs(after[n] - before[n]).max() for n in before) > 0
     assert metrics["learner/logprob_mismatch_max"] < TOLERANCE  # rollout weights = learner's
-    assert 0.0 <= metrics["learner/clip_fraction"] <= 1.0
+    for stage in (1, 2):  # both turns' sampled tokens are measured, each on its own
+        assert 0 < metrics[f"learner/logprob_mismatch_stage{stage}_max"] < TOLERANCE
+        assert metrics[f"learner/logprob_mismatch_stage{stage}_mean"] < TOLERANCE
+    assert metrics["learner/clip_fraction"] == 0.0  # learner's own old logprobs: ratio 1
     assert metrics["learner/kl"] == pytest.approx(0.0, abs=1e-6)  # first step: policy = reference
     assert metrics["learner/entropy"] > 0
     assert metrics["learner/grad_norm"] > 0
