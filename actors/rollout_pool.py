@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 import ray
 import torch
 
@@ -20,6 +19,7 @@ from actors.actor_pool import ActorFactory, ActorPool, PoolConfig
 from actors.episode import EpisodeConfig
 from actors.rollout_worker import EpisodeRequest
 from core.sample import Sample
+from core.sharded_weights import to_wire
 from core.trajectory import Trajectory, failed_trajectories
 
 __all__ = ["PoolConfig", "RolloutPool"]
@@ -37,19 +37,19 @@ class RolloutPool(ActorPool):
         name: str = "pool",
     ) -> None:
         self.episode = episode
-        self.weights: tuple[int, Any] | None = None  # (version, SharedWeights or ObjectRef)
+        self.weights: tuple[int, Any] | None = None  # (version, what publish_weights got)
         super().__init__(
             factory, config, worker_resources, lambda actor, chunk: actor.run.remote(chunk), name
         )
 
     def update_weights(self, version: int, named: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Put the weights in the object store once; every worker (and later ones) loads them."""
-        self.publish_weights(version, ray.put([(n, _to_wire(t)) for n, t in named]))
+        self.publish_weights(version, ray.put([(n, to_wire(t)) for n, t in named]))
 
     def publish_weights(self, version: int, weights: Any) -> None:
         """Serve `weights` from every worker (starting ones included), then return: a
-        `core.shared_weights.SharedWeights` file or an ObjectRef of [(name, array)], as the
-        learner group's `export_weights` gives them (no copy through the driver)."""
+        `SharedWeights` file or `ShardedWeights`, as the learner group's `export_weights` gives
+        them (no copy through the driver), or an ObjectRef of [(name, array)]."""
         self.weights = (version, weights)
         self.broadcast(
             lambda actor: actor.update_weights.remote(version, weights), "update_weights"
@@ -75,9 +75,3 @@ class RolloutPool(ActorPool):
     def _on_new_worker(self, handle: Any) -> None:
         if self.weights is not None:  # actor calls run in order: weights before any rollout
             handle.update_weights.remote(*self.weights)
-
-
-def _to_wire(tensor: torch.Tensor) -> np.ndarray | torch.Tensor:
-    """numpy travels zero-copy through Ray's object store; dtypes numpy lacks stay tensors."""
-    tensor = tensor.detach().to("cpu")
-    return tensor if tensor.dtype == torch.bfloat16 else tensor.contiguous().numpy()

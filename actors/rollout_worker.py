@@ -22,6 +22,7 @@ from actors.guarded_engine import build_engine
 from actors.single_stage import make_runner
 from core.prompts import DEFAULT_PROMPTS, PromptTemplates
 from core.sample import Sample
+from core.sharded_weights import ShardedWeights, from_wire
 from core.shared_weights import SharedWeights
 from core.trajectory import Trajectory
 
@@ -74,14 +75,17 @@ class RolloutWorker:
     def update_weights(
         self,
         version: int,
-        weights: SharedWeights | NamedArrays | Iterable[tuple[str, torch.Tensor]],
+        weights: SharedWeights | ShardedWeights | NamedArrays | Iterable[tuple[str, torch.Tensor]],
     ) -> int:
-        """Load new weights: views of a shared-memory file, numpy arrays (zero-copy out of
-        Ray's object store) or tensors."""
+        """Load new weights: a shared-memory file, every learner rank's rows from the object
+        store (or the file, when it is on this node), numpy arrays (zero-copy out of Ray's
+        object store) or tensors."""
+        if isinstance(weights, ShardedWeights):
+            weights = weights.for_this_node()
         if isinstance(weights, SharedWeights):  # a checkpoint file: the engine loads it as is
             self.engine.update_weights(version, weights)
         else:
-            self.engine.update_weights(version, (_as_tensor(n, w) for n, w in weights))
+            self.engine.update_weights(version, ((n, from_wire(w)) for n, w in weights))
         logger.info("now serving weight version %d", version)
         return version
 
@@ -93,7 +97,3 @@ class RolloutWorker:
 
     def shutdown(self) -> None:
         self.engine.shutdown()
-
-
-def _as_tensor(name: str, value: np.ndarray | torch.Tensor) -> tuple[str, torch.Tensor]:
-    return name, torch.from_numpy(value) if isinstance(value, np.ndarray) else value

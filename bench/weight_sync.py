@@ -6,7 +6,7 @@ For each model size (text hidden x layers: 0.6M, 9M and 103M parameters by defau
 learner group of `--ranks` FSDP2 ranks and a pool of N rollout workers on the same random
 weights, then times syncs per transport exactly as the train loop runs them:
 `export` = `group.export_weights` (shm: every rank copies its shard rows into one file in
-/dev/shm; object_store: gather to rank 0, into Ray's object store) and `load` =
+/dev/shm; object_store: every rank returns its own shard rows into Ray's object store) and `load` =
 `pool.publish_weights` (every worker maps or fetches the weights and loads them into its engine).
 Two untimed syncs per transport warm up each side (and allocate both shared files); then the
 fastest of 3 timed syncs is reported. The baseline copies the model's bytes once with numpy

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
@@ -87,19 +86,34 @@ def load_sharded(state: RankState, path: Path) -> tuple[int, dict[str, Any]]:
     return int(saved["step"]), dict(saved["extra"])
 
 
-def export_hf(named: Iterable[tuple[str, np.ndarray]] | None, source: Path, out: Path) -> None:
+def export_hf(named: Iterable[tuple[str, torch.Tensor]] | None, source: Path, out: Path) -> None:
     """Every rank calls this after gathering `named` (full weights under checkpoint names on
     rank 0, None elsewhere); rank 0 writes a plain HF model folder to `out`: the weights and
-    `source`'s config and tokenizer files."""
+    `source`'s config (its dtype set to the weights') and tokenizer files."""
     if named is not None:
         out.mkdir(parents=True, exist_ok=True)
-        weights = {name: torch.from_numpy(array) for name, array in named}
+        weights = dict(named)
         save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
         for pattern in _HF_FILES:
             for file in source.glob(pattern):
                 if file.name != "model.safetensors.index.json":
                     shutil.copy(file, out / file.name)
+        dtypes = {tensor.dtype for tensor in weights.values()}
+        if len(dtypes) == 1 and (out / "config.json").exists():
+            _set_dtype(out / "config.json", str(dtypes.pop()).removeprefix("torch."))
     dist.barrier()
+
+
+def _set_dtype(config_file: Path, dtype: str) -> None:
+    """Record the weights' dtype in an HF config, under the key(s) it already uses (`dtype` in
+    transformers 5, `torch_dtype` before), at the top level and in each sub-config."""
+    config = json.loads(config_file.read_text())
+    keys = [key for key in ("dtype", "torch_dtype") if key in config] or ["dtype"]
+    for part in (config, *(v for v in config.values() if isinstance(v, dict))):
+        for key in keys:
+            if key in part or part is config:
+                part[key] = dtype
+    config_file.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:

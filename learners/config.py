@@ -52,6 +52,10 @@ class LearnerConfig(BaseModel):
     freeze_vision: bool = False
     """Keep the vision encoder's weights fixed (its patch merger still trains): it keeps the
     features it was given, and the backward pass skips its blocks."""
+    export_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """The dtype of the weights sent to the rollout engines and of the HF export; `auto`: the
+    training dtype (bf16 under mixed precision, else fp32). The fp32 master weights stay in the
+    checkpoints."""
     activation_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
     seed: int = 0

@@ -4,8 +4,9 @@ The driver gives it a step's rows; the group computes the step's normalizer (sam
 rows, so every rank's loss is its exact share), deals the rows to the ranks (padding with
 masked rows so every rank runs as many micro-batches), and runs the step on all ranks at
 once. Weights leave through `export_weights` (see `learners.weight_export`): as a file in
-shared memory that every rank fills with its own shards, or gathered to rank 0 into Ray's
-object store; either way nothing passes through the driver.
+shared memory that every rank fills with its own shard rows, as every rank's rows in Ray's
+object store, or both (`auto`); no rank gathers the model and nothing passes through the
+driver.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import ray
 
 from core.shared_weights import SharedWeights
+from core.sharded_weights import ParameterSpec, ShardedWeights
 from learners.batch import TrainRow, split_for_ranks
 from learners.grpo import Normalizer
 from learners.weight_export import WeightTransport
@@ -32,6 +34,7 @@ class LearnerGroup:
         self.transport = transport
         self.last_copy_s = 0.0  # the slowest rank's copy time in the last shm export
         self._shared: list[tuple[str, int, str]] = []  # (path, data start, node), oldest first
+        self._specs: tuple[ParameterSpec, ...] | None = None
         address = ray.get(self.workers[0].rendezvous.remote())
         ray.get([w.setup.remote(address) for w in self.workers])
 
@@ -54,11 +57,30 @@ class LearnerGroup:
         parts = ray.get([w.logprobs.remote(s) for w, s in zip(self.workers, shards, strict=True)])
         return [parts[i % self.world_size][i // self.world_size] for i in range(len(rows))]
 
-    def export_weights(self, version: int) -> SharedWeights | Any:
+    def export_weights(self, version: int) -> SharedWeights | ShardedWeights:
         """The current weights for the rollout workers: a `SharedWeights` file (transport
-        `shm`) or an ObjectRef of [(name, array)] (`object_store`)."""
-        if self.transport == "object_store":
-            return self.weights_ref()
+        `shm`), every rank's rows in the object store (`object_store`), or both (`auto`: the
+        file only when every rank is on one node, where it can be filled)."""
+        if self.transport == "shm":
+            return self._export_shared(version)
+        shared = None
+        if self.transport == "auto" and len(set(ray.get(self._call("node_id")))) == 1:
+            shared = self._export_shared(version)
+        return self.sharded(version, shared)
+
+    def sharded(self, version: int, shared: SharedWeights | None = None) -> ShardedWeights:
+        """Every rank's own rows returned into the object store on its node (no collective);
+        returns once they are all there."""
+        if self._specs is None:
+            self._specs = tuple(ray.get(self.workers[0].parameter_specs.remote()))
+        refs = self._call("own_rows")
+        ray.wait(refs, num_returns=len(refs), fetch_local=False)
+        return ShardedWeights(version, self._specs, tuple(refs), shared)
+
+    def _call(self, method: str) -> list[Any]:
+        return [getattr(w, method).remote() for w in self.workers]
+
+    def _export_shared(self, version: int) -> SharedWeights:
         if len(self._shared) < 2:
             self._shared.append(ray.get(self.workers[0].create_shared.remote()))
         else:
@@ -70,13 +92,6 @@ class LearnerGroup:
         seconds = ray.get([w.write_shared.remote(path, data_start) for w in self.workers])
         self.last_copy_s = max(seconds)
         return SharedWeights(path, node_id, version)
-
-    def weights_ref(self) -> Any:
-        """ObjectRef of rank 0's full weights [(name, array)]; all ranks join the gathers."""
-        refs = [w.named_parameters.remote() for w in self.workers]
-        ray.get(refs[1:])
-        ray.wait(refs[:1])
-        return refs[0]
 
     def save(self, path: Path, extra: dict[str, Any]) -> None:
         ray.get([w.save.remote(str(path), extra) for w in self.workers])

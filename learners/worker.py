@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -26,7 +25,17 @@ from learners.batch import MicroBatch, TrainRow, micro_batch
 from learners.checkpoint import RankState, export_hf, load_sharded, save_sharded
 from learners.config import LearnerConfig, OptimConfig
 from learners.grpo import Normalizer, aggregate, entropy, grpo_loss, token_logprobs
-from learners.weight_export import CopyPlan, copy_plan, create_shared, full_arrays, write_shards
+from core.sharded_weights import ParameterSpec
+from learners.weight_export import (
+    CopyPlan,
+    ShardRows,
+    checkpoint_parameters,
+    copy_plan,
+    create_shared,
+    full_tensors,
+    own_rows,
+    write_shards,
+)
 
 TIS_SUMS = ("tis_weight", "tis_capped")  # metric sums that only truncated IS fills
 
@@ -61,6 +70,7 @@ class LearnerWorker:
         )
         torch.manual_seed(config.seed)
         mixed = on_gpu if config.mixed_precision is None else config.mixed_precision
+        self.export_dtype = export_dtype(config, mixed)
         self.policy = _load_sharded(config, mixed, trainable=True)
         self.reference = None
         if config.grpo.kl_beta > 0 and config.objective == "grpo":
@@ -125,21 +135,38 @@ class LearnerWorker:
                 out.append([0.0] + [float(logprobs_BT[b, p - 1]) for p in positions[1:]])
         return out
 
-    def named_parameters(self) -> list[tuple[str, np.ndarray]] | None:
-        """Full weights (checkpoint names, fp32 numpy) on rank 0; None elsewhere. Every rank
+    def named_parameters(self) -> list[tuple[str, torch.Tensor]] | None:
+        """Full fp32 weights (checkpoint names, CPU) on rank 0; None elsewhere. Every rank
         must call it: each parameter is gathered with a collective."""
-        return full_arrays(self.policy, self.rank)
+        return full_tensors(self.policy, self.rank, torch.float32)
+
+    def node_id(self) -> str:
+        """The Ray node this rank runs on."""
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+
+    def parameter_specs(self) -> list[ParameterSpec]:
+        """Name, export dtype and global shape of every parameter, in export order."""
+        return [
+            ParameterSpec(name, self.export_dtype, tuple(p.shape))
+            for name, p in checkpoint_parameters(self.policy)
+        ]
+
+    def own_rows(self) -> ShardRows:
+        """This rank's shard rows in the export dtype, for the object store (no collective)."""
+        return own_rows(self.policy, self.rank, self.export_dtype)
 
     def create_shared(self) -> tuple[str, int, str]:
         """(path, data start, node id) of a new shared weights file on this rank's node."""
-        import ray
-
-        return *create_shared(self.policy), ray.get_runtime_context().get_node_id()
+        return *create_shared(self.policy, self.export_dtype), self.node_id()
 
     def write_shared(self, path: str, data_start: int) -> float:
         """Copy this rank's shard rows into the shared file; returns the seconds it took."""
         if path not in self._plans:
-            self._plans[path] = copy_plan(self.policy, path, data_start, self.rank)
+            self._plans[path] = copy_plan(
+                self.policy, path, data_start, self.rank, self.export_dtype
+            )
         start = time.perf_counter()
         write_shards(self._plans[path])
         return time.perf_counter() - start
@@ -158,7 +185,9 @@ class LearnerWorker:
         return extra
 
     def export_hf(self, out: str) -> None:
-        export_hf(self.named_parameters(), Path(self.config.model), Path(out))
+        """A plain HF model folder of the current weights, in the export dtype."""
+        named = full_tensors(self.policy, self.rank, self.export_dtype)
+        export_hf(named, Path(self.config.model), Path(out))
 
     def _rank_state(self) -> RankState:
         return RankState(self.policy, self.optimizer, self.scheduler, self.rank, self.world_size)
@@ -270,6 +299,14 @@ class Mismatch:
             )
             out[f"learner/logprob_mismatch_stage{s + 1}_max"] = float(worst[s])
         return out
+
+
+def export_dtype(config: LearnerConfig, mixed_precision: bool) -> torch.dtype:
+    """The dtype weights leave the learner in: `learner.export_dtype`, or by default the
+    training dtype (bf16 under mixed precision, else fp32)."""
+    if config.export_dtype == "auto":
+        return torch.bfloat16 if mixed_precision else torch.float32
+    return getattr(torch, config.export_dtype)
 
 
 def lr_factor(optim: OptimConfig, step: int) -> float:

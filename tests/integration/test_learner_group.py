@@ -42,7 +42,8 @@ def rows(train_rows: list[TrainRow]) -> list[TrainRow]:
 
 
 def weights(group: LearnerGroup) -> dict[str, np.ndarray]:
-    return dict(ray.get(group.weights_ref()))
+    """Every rank's own rows, fetched from the object store and assembled."""
+    return {name: t.numpy() for name, t in group.sharded(0).tensors()}
 
 
 def max_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
@@ -121,10 +122,14 @@ def test_after_a_step_every_rollout_worker_serves_the_new_weights(
     old = [ray.get(s.handle.score.remote([prompt]))[0].logprobs for s in pool.slots.values()]
     sampled = [i for i, m in enumerate(t.loss_mask) if m]
     # version 1 through shared memory (the group's default), version 2 through the object store
-    for version, transport in ((1, "shm"), (2, "object_store")):
+    # (each worker assembles the ranks' rows), version 3 `auto`: both, and each worker here maps
+    # the file, which is on its node
+    for version, transport in ((1, "shm"), (2, "object_store"), (3, "auto")):
         group.step(rows)
         group.transport = transport
-        pool.publish_weights(version, group.export_weights(version))
+        exported = group.export_weights(version)
+        assert (transport == "object_store") == (getattr(exported, "shared", exported) is None)
+        pool.publish_weights(version, exported)
         [learner] = group.logprobs([TrainRow.from_trajectory(t, 0.0)])
         for slot, before in zip(pool.slots.values(), old, strict=True):
             assert ray.get(slot.handle.ready.remote()) == version  # the version it serves

@@ -4,6 +4,7 @@ the transformers engine, the schedule, and an HF export that transformers loads 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,11 +13,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText
 
+from core.sharded_weights import assemble
 from core.weight_names import to_checkpoint_name
 from learners.batch import TrainRow
 from learners.config import LearnerConfig, OptimConfig
 from learners.group import normalizer
-from learners.worker import LearnerWorker, lr_factor
+from learners.worker import LearnerWorker, export_dtype, lr_factor
 
 TOLERANCE = 1e-3
 
@@ -112,7 +114,33 @@ def test_export_is_a_plain_hf_checkpoint(
     mine = dict(worker.named_parameters() or [])  # checkpoint names, as the file has them
     theirs = {to_checkpoint_name(n): p for n, p in loaded.named_parameters()}
     assert set(mine) == set(theirs) == set(load_file(tmp_path / "hf" / "model.safetensors"))
-    assert max(abs(mine[n] - theirs[n].detach().numpy()).max() for n in mine) == 0.0
+    assert max((mine[n] - theirs[n].detach()).abs().max() for n in mine) == 0.0
+
+
+def test_weights_leave_in_the_export_dtype(worker: LearnerWorker, tmp_path: Path) -> None:
+    """bf16 out (the training dtype under mixed precision) from fp32 master weights: the HF
+    export says so in its config, and a rank's own rows assemble into the same tensors."""
+    assert export_dtype(worker.config, mixed_precision=False) == torch.float32
+    assert export_dtype(worker.config, mixed_precision=True) == torch.bfloat16
+    bf16 = worker.config.model_copy(update={"export_dtype": "bfloat16"})
+    assert export_dtype(bf16, mixed_precision=False) == torch.bfloat16
+    worker.export_dtype = torch.bfloat16  # as setup sets it from that config
+    try:
+        master = dict(worker.named_parameters() or [])
+        worker.export_hf(str(tmp_path / "hf"))
+        specs = worker.parameter_specs()
+        assembled = dict(assemble(specs, [worker.own_rows()]))
+    finally:
+        worker.export_dtype = torch.float32
+    exported = load_file(tmp_path / "hf" / "model.safetensors")
+    assert {t.dtype for t in exported.values()} == {torch.bfloat16}
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["dtype"] == "bfloat16"
+    assert [s.name for s in specs] == list(master) and set(exported) == set(master)
+    for name, tensor in master.items():
+        assert torch.equal(exported[name], tensor.to(torch.bfloat16))
+        assert torch.equal(assembled[name], exported[name])
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "hf", dtype="auto")
+    assert loaded.dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize(
