@@ -17,8 +17,8 @@ from typing import Any
 
 import ray
 
-from core.shared_weights import SharedWeights
 from core.sharded_weights import ParameterSpec, ShardedWeights
+from core.shared_weights import SharedWeights
 from learners.batch import TrainRow, split_for_ranks
 from learners.grpo import Normalizer
 from learners.weight_export import WeightTransport

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 from torch.distributed.tensor import DTensor, Shard
 
+from core.sharded_weights import to_wire
 from core.shared_weights import (
     TensorSpec,
     create,
@@ -28,7 +29,6 @@ from core.shared_weights import (
     map_for_writing,
     place_of_rows,
 )
-from core.sharded_weights import to_wire
 from core.shm_files import new_file
 from core.weight_names import to_checkpoint_name
 

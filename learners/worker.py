@@ -20,12 +20,12 @@ import torch.distributed as dist
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
+from core.sharded_weights import ParameterSpec
 from core.shm_files import release
 from learners.batch import MicroBatch, TrainRow, micro_batch
 from learners.checkpoint import RankState, export_hf, load_sharded, save_sharded
 from learners.config import LearnerConfig, OptimConfig
 from learners.grpo import Normalizer, aggregate, entropy, grpo_loss, token_logprobs
-from core.sharded_weights import ParameterSpec
 from learners.weight_export import (
     CopyPlan,
     ShardRows,
