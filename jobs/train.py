@@ -2,11 +2,12 @@
 
     python -m jobs.train --config configs/demo.toml [--resume] [--address auto] [--a.b value ...]
 
-Each step reads top to bottom: take a batch of samples, roll out G two-stage trajectories per
-sample (rollout pool), score them (reward pool), compute group advantages and update the policy
-(learner group), send the new weights to every rollout worker, log to MLflow, and every K steps
-validate, log sample trajectories and checkpoint. `--resume` continues the latest checkpoint in
-the same MLflow run. Under `ray job submit` it joins the cluster; otherwise it starts a local Ray.
+Each step reads top to bottom: take a batch of samples (read on demand from a seeded shuffle,
+`core.stream`), roll out G two-stage trajectories per sample (rollout pool), score them (reward
+pool), compute group advantages and update the policy (learner group), send the new weights to
+every rollout worker, log to MLflow, and every K steps validate, log sample trajectories and
+checkpoint. `--resume` continues the latest checkpoint (its data cursor included) in the same
+MLflow run. Under `ray job submit` it joins the cluster; otherwise it starts a local Ray.
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import ray
 import torch
 from tqdm import tqdm
 
 from actors.episode import EpisodeConfig
-from core.dataset import iter_samples
 from core.sample import Sample
+from core.stream import SampleSource, ShuffledParquet, SyntheticSource, spread_samples
 from core.synthetic import generate
 from core.trajectory import Trajectory
 from jobs.config import TrainConfig, flatten, parse_job_args
@@ -56,7 +56,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, run_dir: Path) -> None:
         self.config, self.run_dir = config, run_dir
-        self.train_samples, self.val_samples = load_data(config)
+        self.train_data, self.val_samples = load_data(config)
         self.rollout = make_rollout_pool(config.rollout)
         self.rewards = make_reward_pool(config.rewards, make_verifiers(config.rewards))
         learner = config.learner
@@ -79,9 +79,7 @@ class Trainer:
             if step == 0 and cfg.val_before_train:  # the baseline every later point compares with
                 self._log(tracker, self.validate(), 0)
             for step in bar:
-                batch, cursor = next_batch(
-                    self.train_samples, cursor, cfg.prompts_per_step, cfg.seed
-                )
+                batch, cursor = next_batch(self.train_data, cursor, cfg.prompts_per_step)
                 metrics, trajectories, results = self.step(batch, step)
                 if step % cfg.val_every == 0 or step == cfg.steps:
                     metrics.update(self.validate())
@@ -220,16 +218,11 @@ def training_rows(
     ]
 
 
-def next_batch(
-    samples: Sequence[Sample], cursor: int, size: int, seed: int
-) -> tuple[list[Sample], int]:
-    """`size` samples from `cursor` in a seeded shuffle per epoch; returns the new cursor."""
-    n = len(samples)
-    batch = []
-    for position in range(cursor, cursor + size):
-        order = np.random.default_rng([seed, position // n]).permutation(n)
-        batch.append(samples[int(order[position % n])])
-    return batch, cursor + size
+def next_batch(data: SampleSource, cursor: int, size: int) -> tuple[list[Sample], int]:
+    """`size` samples from `cursor` (samples drawn so far, which checkpoints store); returns them
+    and the new cursor. What a position draws depends on the seed and the position alone."""
+    batch = data.batch(cursor, size)
+    return batch, cursor + len(batch)
 
 
 def validation_episode(config: TrainConfig) -> EpisodeConfig:
@@ -239,14 +232,19 @@ def validation_episode(config: TrainConfig) -> EpisodeConfig:
     return config.episode.model_copy(update={"temperature": temperature, "group_size": group_size})
 
 
-def load_data(config: TrainConfig) -> tuple[list[Sample], list[Sample]]:
-    data = config.data
+def load_data(config: TrainConfig) -> tuple[SampleSource, list[Sample]]:
+    """The training source (read on demand, shuffled by `train.seed`) and the held-out samples
+    (at most `data.num_val`, held in memory)."""
+    data, seed = config.data, config.train.seed
+    train: SampleSource
     if data.source == "parquet":
         assert data.train_path is not None
-        val = list(iter_samples(data.val_path)) if data.val_path else []
-        return list(iter_samples(data.train_path)), val
-    train = list(generate(data.synthetic, num=data.num_train, seed=data.seed))
-    val = list(generate(data.synthetic, num=data.num_val, seed=data.seed + 1_000_003))
+        train = ShuffledParquet(data.train_path, seed, window=data.shuffle_row_groups)
+        val = spread_samples(data.val_path, data.num_val) if data.val_path else []
+    else:
+        train = SyntheticSource(data.synthetic, data.num_train, data.seed, seed)
+        val = list(generate(data.synthetic, num=data.num_val, seed=data.seed + 1_000_003))
+    logger.info("data: %d training samples per epoch, %d held out", len(train), len(val))
     return train, val
 
 

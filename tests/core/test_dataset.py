@@ -10,7 +10,14 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from core.dataset import count_samples, iter_samples, write_samples
+from core.dataset import (
+    RowGroup,
+    count_samples,
+    iter_samples,
+    read_row_group,
+    row_groups,
+    write_samples,
+)
 from core.sample import SAMPLE_SCHEMA, Sample, SampleError, encode_png
 
 
@@ -49,6 +56,21 @@ def test_folder_of_files_is_read_in_name_order(tmp_path: Path) -> None:
     write_samples(tmp_path / "a.parquet", samples[:3])
     assert [s.id for s in iter_samples(tmp_path)] == [s.id for s in samples]
     assert count_samples(tmp_path) == 6
+
+
+def test_row_groups_come_from_metadata_and_read_one_at_a_time(tmp_path: Path) -> None:
+    samples = _samples(7)
+    write_samples(tmp_path / "a.parquet", samples[:5], batch_size=2)
+    write_samples(tmp_path / "b.parquet", samples[5:], batch_size=2)
+    groups = row_groups(tmp_path)
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    assert groups == [
+        RowGroup(a, 0, 0, 2),
+        RowGroup(a, 1, 2, 2),
+        RowGroup(a, 2, 4, 1),
+        RowGroup(b, 0, 0, 2),
+    ]
+    assert [row["id"] for row in read_row_group(groups[1])] == ["s2", "s3"]
 
 
 def test_reading_is_lazy(tmp_path: Path) -> None:

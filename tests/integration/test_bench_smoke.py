@@ -41,6 +41,7 @@ RUNS = [
         [SLOW],
     ),
     ("stream_memory", ["--num", "40"], "total:", []),
+    ("stream_train", ["--rows", "200", "--images", "4"], "peak RSS", []),
     (
         "weight_sync",
         ["--workers", "1", "--ranks", "1", "--backend", "hf", "--sizes", "128x2"],
