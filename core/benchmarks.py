@@ -1,19 +1,25 @@
 """Readers for the public high-resolution benchmarks, in their on-disk formats, into `Sample`s.
 
 V* Bench (a jsonl file plus image files), HR-Bench (one parquet file per resolution, images as
-base64 JPEG) and MME-RealWorld-lite (parquet shards as HF datasets writes them) are read as
+base64 JPEG) and MME-RealWorld-lite (the parquet shards of lmms-eval's copy, images as base64
+text in a `bytes` column; older copies hold an HF image struct in `image`) are read as
 generators: jsonl line by line and parquet one record batch at a time, so no file is ever held
 whole in memory. Every row becomes one multiple-choice `Sample` (answer = option letter) or
 raises `SampleError` naming the file, the row (jsonl: 1-based line number; parquet: 0-based row
 index within the file) and what is wrong; rows are never skipped. Images are validated by
 decoding them, but the original encoded bytes are kept. A missing benchmark file raises
 `FileNotFoundError` naming the path as soon as the loader is called, before iteration.
+
+HR-Bench asks every question several times, its options cyclically shifted; `hrbench_copy_key`
+names the question a row is a copy of and `hrbench_cycle` the pass (shift) it belongs to, for the
+eval job's cyclic scores.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import re
@@ -35,6 +41,8 @@ HRBenchVariant = Literal["4k", "8k"]
 
 VSTAR_FILE = "test_questions.jsonl"
 HRBENCH_OPTION_COLUMNS = ("A", "B", "C", "D")
+HRBENCH_CYCLE_COLUMN = "cycle_category"  # the pass of the benchmark, one shift of the options
+MMERWL_IMAGE_COLUMNS = ("bytes", "image")  # lmms-eval's base64 text; HF's image struct
 MMERWL_OPTIONS_COLUMN = "multi-choice options"
 MMERWL_ID_COLUMNS = ("question_id", "index")  # the first one present names the sample
 
@@ -218,15 +226,39 @@ def hrbench_sample(row: Mapping[str, Any], variant: HRBenchVariant) -> Sample:
         answer=normalize_answer_letter(_text(row, "answer"), len(options)),
         category=_text(row, "category"),
         source=f"hrbench_{variant}",
-        image=_checked_image(_image_bytes(row.get("image")), "field 'image'"),
+        image=_checked_image(_image_bytes(row.get("image"), "image"), "field 'image'"),
     )
 
 
+def hrbench_copy_key(row: Mapping[str, Any]) -> str:
+    """The key that the cyclically shifted copies of one HR-Bench question share: a hash of the
+    question text, the SET of option texts (their order is what the copies shift) and the
+    decoded image bytes. Computed from whatever the row holds, so that an unreadable copy still
+    joins its question (a missing field counts as empty; undecodable base64 is hashed as is)."""
+    options = sorted(_loose_text(row.get(column)) for column in HRBENCH_OPTION_COLUMNS)
+    try:
+        image = _image_bytes(row.get("image"), "image")
+    except SampleError:
+        image = repr(row.get("image")).encode()
+    digest = hashlib.sha256()
+    for part in (_loose_text(row.get("question")), *options):
+        digest.update(part.encode() + b"\x1f")
+    digest.update(hashlib.sha256(image).digest())
+    return digest.hexdigest()[:16]
+
+
+def hrbench_cycle(row: Mapping[str, Any]) -> str | None:
+    """The row's `cycle_category` (the pass it belongs to), None when the file has none."""
+    value = row.get(HRBENCH_CYCLE_COLUMN)
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
 def _iter_mmerwl(shards: list[Path], batch_size: int) -> Iterator[Sample]:
-    columns = (*MMERWL_ID_COLUMNS, "image", "question", MMERWL_OPTIONS_COLUMN, "answer")
+    fields = ("question", MMERWL_OPTIONS_COLUMN, "answer", "category")
+    columns = (*MMERWL_ID_COLUMNS, *MMERWL_IMAGE_COLUMNS, *fields)
     for file in shards:
         count = 0
-        for row_index, row in iter_parquet_rows(file, (*columns, "category"), batch_size):
+        for row_index, row in iter_parquet_rows(file, columns, batch_size):
             with _located(f"{file} row {row_index}"):
                 sample = mmerwl_sample(row, f"mmerwl_{file.stem}_{row_index}")
             yield sample
@@ -250,8 +282,21 @@ def mmerwl_sample(row: Mapping[str, Any], fallback_id: str) -> Sample:
         answer=normalize_answer_letter(_text(row, "answer"), len(options)),
         category=_text(row, "category"),
         source="mmerwl",
-        image=_checked_image(_image_bytes(row.get("image")), "field 'image'"),
+        image=mmerwl_image(row),
     )
+
+
+def mmerwl_image(row: Mapping[str, Any]) -> bytes:
+    """The image of an MME-RealWorld-lite row: its `bytes` field (base64 text, as lmms-eval's
+    shards store it, or raw bytes), else its `image` field (HF's {"bytes", "path"} struct, raw
+    bytes or base64), decoded to check it."""
+    for column in MMERWL_IMAGE_COLUMNS:
+        if row.get(column) is not None:
+            return _checked_image(_image_bytes(row[column], column), f"field {column!r}")
+    present = [column for column in MMERWL_IMAGE_COLUMNS if column in row]
+    if present:
+        raise SampleError(f"field {present[0]!r} is missing")
+    raise SampleError("field 'bytes' is missing (and there is no 'image' field)")
 
 
 def _iter_jsonl(file: Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
@@ -320,22 +365,27 @@ def _identifier(row: Mapping[str, Any], key: str) -> str:
     return str(value).strip()
 
 
-def _image_bytes(value: object) -> bytes:
+def _image_bytes(value: object, field: str) -> bytes:
     """Encoded image bytes from raw bytes, base64 text or HF's {"bytes": ..., "path": ...}."""
     if isinstance(value, dict):
         if value.get("bytes") is None:
-            raise SampleError(f"field 'image' holds no bytes (path {value.get('path')!r})")
+            raise SampleError(f"field {field!r} holds no bytes (path {value.get('path')!r})")
         value = value["bytes"]
     if value is None:
-        raise SampleError("field 'image' is missing")
+        raise SampleError(f"field {field!r} is missing")
     if isinstance(value, str):
         try:
             return base64.b64decode(value)
         except (binascii.Error, ValueError) as exc:
-            raise SampleError(f"field 'image' is not valid base64 ({exc})") from exc
+            raise SampleError(f"field {field!r} is not valid base64 ({exc})") from exc
     if isinstance(value, bytes | bytearray):
         return bytes(value)
-    raise SampleError(f"field 'image' should be bytes or base64 text, got {type(value).__name__}")
+    kind = type(value).__name__
+    raise SampleError(f"field {field!r} should be bytes or base64 text, got {kind}")
+
+
+def _loose_text(value: object) -> str:
+    return value.strip() if isinstance(value, str) else ""
 
 
 def _read_image_file(path: Path) -> bytes:

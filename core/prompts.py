@@ -2,24 +2,35 @@
 
 Stage 1 (coarse): the coarse view and the question without options. Stage 2 (fine): the same
 conversation plus the policy's stage-1 turn, then the crop and the full question with options.
-The template text is ours and lives in a TOML file (`configs/prompts/ergo.toml` by default).
-Messages use the chat format of HF processors: content parts `{"type": "image"}` and
-`{"type": "text", "text": ...}`; images travel separately, in order of appearance.
+The template text is ours and lives in a TOML file (`configs/prompts/ergo.toml` by default);
+a released checkpoint may bring its own. Every job that builds prompts takes the file as a
+`PromptsPath` field, which loads it while the config is validated, so that a missing or
+malformed file fails at start, naming the file. Messages use the chat format of HF processors:
+content parts `{"type": "image"}` and `{"type": "text", "text": ...}`; images travel
+separately, in order of appearance.
 """
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.sample import OPTION_LETTERS, Sample
 
 DEFAULT_PROMPTS = Path(__file__).resolve().parent.parent / "configs" / "prompts" / "ergo.toml"
 
 Message = dict[str, Any]
+
+# The `str.format` placeholders each template may use, with values of their kind for checking.
+PLACEHOLDERS: dict[str, dict[str, Any]] = {
+    "coarse": {"question": "q", "width": 1, "height": 1},
+    "fine": {"question": "q", "options": "A. a"},
+    "fine_free_form": {"question": "q"},
+    "verifier": {"question": "q", "options": "Options:\nA. a\n"},
+}
 
 
 class PromptTemplates(BaseModel):
@@ -39,10 +50,44 @@ class PromptTemplates(BaseModel):
     """The verifier's user text, shown with the crop alone. Placeholders: {question}, {options}
     (`Options:` and one line per option, each line ending in a newline; empty for free form)."""
 
+    @model_validator(mode="after")
+    def _known_placeholders(self) -> PromptTemplates:
+        """Every template formats with its own placeholders (a typo such as `{qestion}` would
+        otherwise fail every episode at run time)."""
+        for field, values in PLACEHOLDERS.items():
+            try:
+                getattr(self, field).format(**values)
+            except (KeyError, IndexError, ValueError) as exc:
+                known = ", ".join(f"{{{name}}}" for name in values)
+                problem = f"unknown placeholder {exc}" if isinstance(exc, KeyError) else str(exc)
+                raise ValueError(f"{field}: {problem} (its placeholders: {known})") from exc
+        return self
+
     @classmethod
     def load(cls, path: str | Path = DEFAULT_PROMPTS) -> PromptTemplates:
         with open(path, "rb") as f:
             return cls.model_validate(tomllib.load(f))
+
+
+def check_prompts_file(path: str) -> str:
+    """`path` made absolute (actors do not share the job's working directory), once its
+    templates load; otherwise a `ValueError` naming the file and what is wrong with it."""
+    try:
+        PromptTemplates.load(path)
+    except OSError as exc:
+        raise ValueError(f"prompt file {path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"prompt file {path} is not valid TOML: {exc}") from exc
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'templates'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ValueError(f"prompt file {path}: {problems}") from exc
+    return str(Path(path).resolve())
+
+
+PromptsPath = Annotated[str, AfterValidator(check_prompts_file)]
+"""A config field naming a prompt templates TOML file, checked when the config is validated."""
 
 
 def format_options(options: tuple[str, ...]) -> str:

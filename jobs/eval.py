@@ -2,7 +2,8 @@
 
     python -m jobs.eval [--config FILE.toml] --dataset vstar|hrbench|mmerwl|synthetic
         --data-root DIR --model PATH_OR_NAME --max-vision-tokens "[1280, 640]"
-        [--modes '["two-stage", "single-stage"]'] [--FIELD VALUE ...] [--address auto]
+        [--modes '["two-stage", "single-stage"]'] [--prompts FILE.toml] [--FIELD VALUE ...]
+        [--address auto]
 
 Every field of `EvalConfig` is a `--field value` override of the TOML config (if any), read as
 the train job reads its overrides (jobs/config.py); a list field also takes one value
@@ -13,15 +14,17 @@ Every (mode, cap) pair is one run over the whole benchmark, on the same rollout 
 actors hosting vLLM engines; a local Ray unless `--address` names a cluster), greedy, one
 answer per sample. `two-stage` is ERGO's episode with the coarse view at the cap (the crop at
 `--crop-max-tokens`, default the same); `single-stage` is the baseline, the whole image at the
-cap in one turn (16384, Qwen's default cap, is full resolution). Writes to `out`:
-`report.json` (accuracy overall and per category, vision tokens, latency, fallback rate and
-failures, per run), one parquet per run (each sample's prediction, box, tokens, latency) and
+cap in one turn (16384, Qwen's default cap, is full resolution). Each turn decodes up to
+`--max-new-tokens` (1024, as ERGO does). Writes to `out`: `report.json` (accuracy overall and per
+category, on HR-Bench the cyclic scores, vision tokens, latency, fallback rate and failures, per
+run), one parquet per run (each sample's prediction, box, tokens, latency) and
 `accuracy_vs_tokens.png`; with `tracking`, logs them all to an MLflow run.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import logging
@@ -41,10 +44,10 @@ from actors.resources import WorkerResources
 from actors.rollout_pool import RolloutPool
 from actors.rollout_worker import RolloutWorker
 from core.benchmarks import HRBenchVariant
-from core.prompts import DEFAULT_PROMPTS
+from core.prompts import DEFAULT_PROMPTS, PromptsPath
+from core.trajectory import Trajectory
 from jobs.config import TrackingConfig, flatten, parse_job_args
-from jobs.eval_data import EvalDataset, EvalItem, RowFailure, benchmark_name, count_rows
-from jobs.eval_data import eval_items as read_items
+from jobs.eval_data import EvalDataset, EvalRow, RowFailure, benchmark_name, count_rows, eval_rows
 from jobs.eval_report import (
     EvalRecord,
     format_summary,
@@ -81,8 +84,9 @@ class EvalConfig(BaseModel):
     """Vision-token caps: two-stage's coarse view, single-stage's whole image."""
     crop_max_tokens: int | None = Field(None, ge=4)
     """Two-stage's crop cap; default: the run's cap."""
-    max_new_tokens: int = Field(256, ge=1)
-    """Generation cap of each turn."""
+    max_new_tokens: int = Field(1024, ge=1)
+    """Generation cap of each turn (ERGO decodes up to 1024 tokens). The engine's default
+    sequence limit grows with it, within the model's positions."""
     limit: int | None = Field(None, ge=1)
     """Evaluate only the first N rows."""
     batch_size: int = Field(1, ge=1)
@@ -94,6 +98,9 @@ class EvalConfig(BaseModel):
     """Ray resources per worker (give each 1 GPU on clusters)."""
     dtype: str = "float32"
     """Engine dtype (`bfloat16` on GPUs)."""
+    enforce_eager: bool = True
+    """vLLM: run eagerly, without CUDA graphs (the engine starts sooner). `false` captures CUDA
+    graphs while the engine starts and decodes faster on GPUs: use it when measuring latency."""
     cpu_threads: int | None = Field(None, ge=1)
     """CPU engines: torch threads (default: every core). On a busy machine 1 can be faster:
     a descheduled second thread stalls every decoding step."""
@@ -101,8 +108,9 @@ class EvalConfig(BaseModel):
     """Engine sequence limit; default: the largest run's vision tokens + text + replies."""
     max_attempts: int = Field(2, ge=1)
     """Tries per batch (an engine error or a dead worker) before its samples count as failed."""
-    prompts: str = str(DEFAULT_PROMPTS)
-    """Prompt templates TOML (single-stage uses its `verifier` text)."""
+    prompts: PromptsPath = str(DEFAULT_PROMPTS)
+    """Prompt templates TOML, e.g. a released checkpoint's own (two-stage uses its `system`,
+    `coarse` and `fine` texts, single-stage its `verifier` text); checked at start."""
     accuracy: AccuracyConfig = AccuracyConfig()
     """How answers are read and compared (the training reward's rules)."""
     out: str = ""
@@ -154,7 +162,11 @@ class EvalConfig(BaseModel):
             )
             length = limit
         return EngineConfig(
-            model=self.model, dtype=self.dtype, max_model_len=length, cpu_threads=self.cpu_threads
+            model=self.model,
+            dtype=self.dtype,
+            max_model_len=length,
+            cpu_threads=self.cpu_threads,
+            enforce_eager=self.enforce_eager,
         )
 
 
@@ -252,27 +264,33 @@ def _run(
     return summary
 
 
-def _items(config: EvalConfig) -> Iterator[EvalItem]:
-    items = read_items(config.dataset, config.data_root, config.hrbench_variant)
-    return itertools.islice(items, config.limit)
+def _items(config: EvalConfig) -> Iterator[EvalRow]:
+    rows = eval_rows(config.dataset, config.data_root, config.hrbench_variant)
+    return itertools.islice(rows, config.limit)
 
 
-def _windows(items: Iterator[EvalItem], size: int) -> Iterator[list[EvalItem]]:
-    while window := list(itertools.islice(items, size)):
+def _windows(rows: Iterator[EvalRow], size: int) -> Iterator[list[EvalRow]]:
+    while window := list(itertools.islice(rows, size)):
         yield window
 
 
 def _evaluate(
-    pool: RolloutPool, items: list[EvalItem], episode: EpisodeConfig, accuracy: AccuracyConfig
+    pool: RolloutPool, rows: list[EvalRow], episode: EpisodeConfig, accuracy: AccuracyConfig
 ) -> list[EvalRecord]:
-    """Records in item order: unreadable rows as failures, the rest through the workers."""
-    ran = iter(pool.run([i for i in items if not isinstance(i, RowFailure)], episode))
-    return [
-        EvalRecord(i.id, i.category, i.answer, failure=i.reason)
-        if isinstance(i, RowFailure)
-        else record_from_trajectory(next(ran), accuracy)
-        for i in items
-    ]
+    """Records in row order: unreadable rows as failures, the rest through the workers."""
+    ran = iter(pool.run([r.item for r in rows if not isinstance(r.item, RowFailure)], episode))
+    return [_record(row, ran, accuracy) for row in rows]
+
+
+def _record(row: EvalRow, ran: Iterator[Trajectory], accuracy: AccuracyConfig) -> EvalRecord:
+    """The row's record (the next trajectory's, unless the row could not be read), carrying
+    the groups the row is scored in."""
+    item = row.item
+    if isinstance(item, RowFailure):
+        record = EvalRecord(item.id, item.category, item.answer, failure=item.reason)
+    else:
+        record = record_from_trajectory(next(ran), accuracy)
+    return dataclasses.replace(record, question_group=row.question_group, cycle=row.cycle)
 
 
 def log_to_mlflow(config: EvalConfig, summaries: list[dict[str, Any]]) -> str:

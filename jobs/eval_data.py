@@ -4,8 +4,10 @@
 (right for training data). An evaluation must instead score every row: a row that cannot be
 read (a corrupt image, a missing field) is a wrong answer, listed by id. So this module walks
 the same files row by row with the same per-row parsers and turns a `SampleError` into a
-`RowFailure` carrying the row's id and category where they can be read. `synthetic` is any
-dataset in our own parquet format (`python -m jobs.make_data synthetic --out DIR`).
+`RowFailure` carrying the row's id and category where they can be read. Each row comes as an
+`EvalRow` that also names the groups it is scored in: on HR-Bench, the question whose shifted
+copies it belongs to and its cycle (see `jobs/eval_report.py`). `synthetic` is any dataset in our
+own parquet format (`python -m jobs.make_data synthetic --out DIR`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from core.benchmarks import (
     MMERWL_ID_COLUMNS,
     VSTAR_FILE,
     HRBenchVariant,
+    hrbench_copy_key,
+    hrbench_cycle,
     hrbench_sample,
     iter_parquet_rows,
     mmerwl_sample,
@@ -52,15 +56,29 @@ class RowFailure:
 EvalItem = Sample | RowFailure
 
 
+@dataclass(frozen=True)
+class EvalRow:
+    """One benchmark row to score: its sample (or why it cannot be read) and, on HR-Bench, the
+    groups it is scored with."""
+
+    item: EvalItem
+    question_group: str | None = None  # shared by the cyclically shifted copies of a question
+    cycle: str | None = None  # the pass of the benchmark (one shift of every question's options)
+
+
+RowGroups = Callable[[Mapping[str, Any]], tuple[str | None, str | None]]  # row -> (group, cycle)
+
+
 def benchmark_name(dataset: EvalDataset, hrbench_variant: HRBenchVariant) -> str:
     """The name reports use: `hrbench` becomes `hrbench_4k` or `hrbench_8k`."""
     return f"hrbench_{hrbench_variant}" if dataset == "hrbench" else dataset
 
 
-def eval_items(
+def eval_rows(
     dataset: EvalDataset, root: str | Path, hrbench_variant: HRBenchVariant = "4k"
-) -> Iterator[EvalItem]:
-    """Every row of the benchmark under `root`, in file order, as a sample or a failure."""
+) -> Iterator[EvalRow]:
+    """Every row of the benchmark under `root`, in file order: a sample or a failure, with the
+    groups it is scored in."""
     root = Path(root)
     if dataset == "vstar":
         return _vstar_items(root)
@@ -72,7 +90,8 @@ def eval_items(
         def hrbench(row: Mapping[str, Any], _file: Path, _index: int) -> Sample:
             return hrbench_sample(row, hrbench_variant)
 
-        return _parquet_items([file], hrbench, f"hrbench_{hrbench_variant}_", ("index",))
+        prefix = f"hrbench_{hrbench_variant}_"
+        return _parquet_items([file], hrbench, prefix, ("index",), _hrbench_groups)
     if dataset == "mmerwl":
         return _parquet_items(mmerwl_shards(root), _mmerwl, "mmerwl_", MMERWL_ID_COLUMNS)
     return _parquet_items(parquet_files(root), _own_format, "", ("id",))
@@ -93,7 +112,7 @@ def count_rows(dataset: EvalDataset, root: str | Path, hrbench_variant: HRBenchV
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
-def _vstar_items(root: Path) -> Iterator[EvalItem]:
+def _vstar_items(root: Path) -> Iterator[EvalRow]:
     file = root / VSTAR_FILE
     if not file.is_file():
         raise FileNotFoundError(f"V* Bench question file {file} does not exist")
@@ -106,12 +125,13 @@ def _vstar_items(root: Path) -> Iterator[EvalItem]:
                 record = json.loads(line)
                 if not isinstance(record, dict):
                     raise SampleError(f"expected a JSON object, got {type(record).__name__}")
-                yield vstar_sample(record, root)
+                yield EvalRow(vstar_sample(record, root))
             except (SampleError, json.JSONDecodeError) as exc:
                 where = f"{file} line {number}"
-                yield _failure(
+                failure = _failure(
                     record, "vstar_", ("question_id",), f"line{number}", f"{where}: {exc}"
                 )
+                yield EvalRow(failure)
 
 
 RowParser = Callable[[Mapping[str, Any], Path, int], Sample]  # (row, file, row index)
@@ -125,17 +145,32 @@ def _own_format(row: Mapping[str, Any], _file: Path, _index: int) -> Sample:
     return Sample.from_row(dict(row))
 
 
+def _hrbench_groups(row: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    return hrbench_copy_key(row), hrbench_cycle(row)
+
+
+def _no_groups(_row: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    return None, None
+
+
 def _parquet_items(
-    files: list[Path], parse: RowParser, prefix: str, id_columns: tuple[str, ...]
-) -> Iterator[EvalItem]:
-    """Rows of parquet files, each parsed by `parse` or turned into a failure."""
+    files: list[Path],
+    parse: RowParser,
+    prefix: str,
+    id_columns: tuple[str, ...],
+    groups: RowGroups = _no_groups,
+) -> Iterator[EvalRow]:
+    """Rows of parquet files, each parsed by `parse` or turned into a failure; `groups` reads
+    the row's groups from the raw row, so that a failure keeps them too."""
     for file in files:
         for index, row in iter_parquet_rows(file, _all_columns(file), batch_size=8):
+            item: EvalItem
             try:
-                yield parse(row, file, index)
+                item = parse(row, file, index)
             except (SampleError, KeyError, TypeError, ValueError) as exc:
                 fallback = f"{file.stem}_row{index}"
-                yield _failure(row, prefix, id_columns, fallback, f"{file} row {index}: {exc}")
+                item = _failure(row, prefix, id_columns, fallback, f"{file} row {index}: {exc}")
+            yield EvalRow(item, *groups(row))
 
 
 def _all_columns(file: Path) -> list[str]:

@@ -6,6 +6,12 @@ are wrong answers, counted in every accuracy denominator and listed by id, never
 Vision tokens, latency and the box fallback rate are averaged over the samples that ran
 (a failure has no tokens or latency to average).
 
+HR-Bench asks every question several times, its options cyclically shifted, and its rows name
+their pass in `cycle_category`. Its runs add two scores to plain accuracy: `cyclic_accuracy`, the
+fraction of questions whose every shifted copy was answered right (copies share a
+`question_group`; a failed copy makes its question wrong), and `cycle_mean_accuracy`, the mean
+over cycles of each cycle's accuracy (HR-Bench's own evaluation code reports this one).
+
 Latency of a sample is the engine time of its turns (`time_stage1_s + time_stage2_s`): with
 one sample per engine call (the eval job's default) that is its own latency; with larger
 batches every member carries its batch's time.
@@ -51,6 +57,8 @@ class EvalRecord:
     full_tokens: int = 0  # the original at Qwen's default cap, for comparison
     latency_s: float = 0.0
     failure: str | None = None
+    question_group: str | None = None  # shared by a question's shifted copies (HR-Bench)
+    cycle: str | None = None  # the pass of the benchmark this copy belongs to (HR-Bench)
 
     @property
     def total_tokens(self) -> int:
@@ -91,19 +99,61 @@ def _mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values)) if values else 0.0
 
 
-def _accuracy_block(records: Sequence[EvalRecord]) -> dict[str, Any]:
+def _accuracy_block(records: Sequence[EvalRecord], cyclic: bool = True) -> dict[str, Any]:
+    """Samples, correct, failed and accuracy; with question groups (and `cyclic`), the cyclic
+    score too."""
     correct = sum(r.correct for r in records)
-    return {
+    block = {
         "samples": len(records),
         "correct": correct,
         "failed": sum(r.failure is not None for r in records),
         "accuracy": correct / len(records) if records else 0.0,
     }
+    if cyclic and any(r.question_group is not None for r in records):
+        block |= cyclic_block(records)
+    return block
+
+
+def cyclic_block(records: Sequence[EvalRecord]) -> dict[str, Any]:
+    """Questions (records grouped by `question_group`; a record without one is its own
+    question), how many had every copy right (a failure is wrong), and their share."""
+    copies: dict[str, bool] = {}
+    for r in records:
+        key = r.question_group if r.question_group is not None else f"id:{r.id}"
+        copies[key] = copies.get(key, True) and r.correct
+    consistent = sum(copies.values())
+    return {
+        "questions": len(copies),
+        "consistent": consistent,
+        "cyclic_accuracy": consistent / len(copies) if copies else 0.0,
+    }
+
+
+def cycles_block(records: Sequence[EvalRecord]) -> dict[str, Any]:
+    """Accuracy per cycle (records without one: `uncategorized`) and its mean over cycles;
+    empty when no record names a cycle."""
+    if all(r.cycle is None for r in records):
+        return {}
+    names = sorted({r.cycle or UNCATEGORIZED for r in records})
+    cycles = {
+        c: _accuracy_block([r for r in records if (r.cycle or UNCATEGORIZED) == c], cyclic=False)
+        for c in names
+    }
+    mean = sum(block["accuracy"] for block in cycles.values()) / len(cycles)
+    questions = len({r.question_group for r in records})
+    if len(cycles) > 1 and questions == len(records):
+        logger.warning(
+            "%d cycles but no question with more than one copy: the shifted copies differ in "
+            "question text, option texts or image bytes, so cyclic_accuracy equals accuracy",
+            len(cycles),
+        )
+    return {"cycles": cycles, "cycle_mean_accuracy": mean}
 
 
 def summarize(records: Sequence[EvalRecord], run: dict[str, Any]) -> dict[str, Any]:
     """The report of one run: `run` (dataset, mode, cap, ...) plus accuracy overall and per
-    category, vision tokens, latency, fallback rate and the failures by id."""
+    category (and, with question groups or cycles, the cyclic scores), vision tokens, latency,
+    fallback rate and the failures by id."""
     ran = [r for r in records if r.failure is None]
     categories = sorted({r.category for r in records})
     latencies = [r.latency_s for r in ran]
@@ -114,6 +164,7 @@ def summarize(records: Sequence[EvalRecord], run: dict[str, Any]) -> dict[str, A
         "categories": {
             c: _accuracy_block([r for r in records if r.category == c]) for c in categories
         },
+        **cycles_block(records),
         "vision_tokens": {
             "coarse": _mean([r.coarse_tokens for r in ran]),
             "crop": _mean([r.crop_tokens for r in ran]),
@@ -136,6 +187,11 @@ def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
     metrics = {
         f"{prefix}/accuracy": summary["accuracy"],
         f"{prefix}/failed": float(summary["failed"]),
+        **{
+            f"{prefix}/{key}": summary[key]
+            for key in ("cyclic_accuracy", "cycle_mean_accuracy")
+            if key in summary
+        },
         **{f"{prefix}/vision_tokens_{k}": v for k, v in summary["vision_tokens"].items()},
         **{f"{prefix}/latency_{k}_s": v for k, v in summary["latency_s"].items()},
         **{
@@ -169,6 +225,8 @@ RECORD_SCHEMA = pa.schema(
         ("full_tokens", pa.int32()),
         ("latency_s", pa.float64()),
         ("failure", pa.string()),
+        ("question_group", pa.string()),
+        ("cycle", pa.string()),
     ]
 )
 
@@ -237,6 +295,15 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"p95 {latency['p95']:.3f} s"
         + ("" if fallback is None else f"; box fallback rate {fallback:.2f}"),
     ]
+    if "cyclic_accuracy" in summary:
+        lines.append(
+            f"  cyclic (every shifted copy right): {summary['cyclic_accuracy']:.3f} "
+            f"({summary['consistent']}/{summary['questions']} questions)"
+        )
+    if "cycle_mean_accuracy" in summary:
+        lines.append(
+            f"  mean over {len(summary['cycles'])} cycles: {summary['cycle_mean_accuracy']:.3f}"
+        )
     for category, block in summary["categories"].items():
         lines.append(
             f"  {category}: {block['accuracy']:.3f} ({block['correct']}/{block['samples']})"

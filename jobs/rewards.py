@@ -17,7 +17,7 @@ from actors.actor_pool import PoolConfig
 from actors.resources import WorkerResources
 from actors.reward_worker import RewardPool, RewardWorker
 from actors.verifier import VerifierClient, VerifierConfig, VerifierWorker
-from core.prompts import DEFAULT_PROMPTS
+from core.prompts import DEFAULT_PROMPTS, PromptsPath
 from rewards.registry import RewardConfig
 
 
@@ -42,8 +42,8 @@ class RewardPoolConfig(RewardConfig):
     """Reward actors, dispatch and scaling."""
     resources: WorkerResources = WorkerResources(num_cpus=0.25)
     """Ray resources per reward actor (rule scoring is light)."""
-    prompts: str = str(DEFAULT_PROMPTS)
-    """Prompt templates TOML (its `verifier` template)."""
+    prompts: PromptsPath = str(DEFAULT_PROMPTS)
+    """Prompt templates TOML (its `verifier` template); checked when the config is validated."""
 
 
 def make_verifiers(config: RewardPoolConfig) -> list[Any]:

@@ -31,7 +31,7 @@ from actors.rollout_pool import PoolConfig, RolloutPool
 from actors.rollout_worker import RolloutWorker
 from core.dataset import iter_samples, write_samples
 from core.geometry import QWEN_DEFAULT_MAX_TOKENS, budget_tokens
-from core.prompts import DEFAULT_PROMPTS
+from core.prompts import DEFAULT_PROMPTS, PromptsPath
 from core.synthetic import DEMO_COARSE_TOKENS, SyntheticConfig, generate
 from core.trajectory import Trajectory, write_trajectories
 
@@ -52,7 +52,7 @@ class RolloutConfig(BaseModel):
     """Pool size, dispatch and scaling."""
     resources: WorkerResources = WorkerResources()
     """Ray resources per worker."""
-    prompts: str = str(DEFAULT_PROMPTS)
+    prompts: PromptsPath = str(DEFAULT_PROMPTS)
     """Prompt templates TOML."""
 
 

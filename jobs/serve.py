@@ -1,14 +1,15 @@
 """Serve a policy over HTTP with Ray Serve: OpenAI chat completions and ERGO's two-stage answer.
 
     python -m jobs.serve --model PATH_OR_NAME [--config configs/serve_demo.toml]
-                         [--address auto] [--section.field value ...]
+                         [--prompts FILE.toml] [--address auto] [--section.field value ...]
 
 Routes (under `http.route_prefix`):
 - `POST /v1/chat/completions`: OpenAI-compatible (text and `image_url` data URLs, multi-turn,
   temperature/top_p/max_tokens/stop/seed/n), so OpenAI clients and evaluation scripts work.
 - `POST /v1/ergo`: image + question (+ options) -> answer, box, crop, vision tokens, timings;
   coarse view -> crop of the original -> answer, run on the server.
-- `GET /v1/models`, `GET /health` (the replica is alive), `GET /ready` (its engine generated a
+- `GET /v1/models` (the served name and its aliases, `serving.served_model_aliases`),
+  `GET /health` (the replica is alive), `GET /ready` (its engine generated a
   token just now; 503 once the engine failed or passed its deadline, after which Serve's health
   check replaces the replica). Ray Serve's own `/-/healthz` and `/-/routes` are there too.
 
@@ -36,9 +37,10 @@ from ray import serve
 from actors.engine import EngineConfig
 from actors.guarded_engine import EngineDead
 from actors.resources import WorkerResources
+from core.prompts import PromptsPath
 from jobs.config import load_toml, parse_job_args
 from serving.model import PreparedChat, PreparedErgo, ServingConfig, ServingModel
-from serving.protocol import RequestError, models_body
+from serving.protocol import RequestError
 
 logger = logging.getLogger(__name__)
 
@@ -127,8 +129,12 @@ class ServeConfig(BaseModel):
 
     model: str = Field(min_length=1)
     """The model to serve: an HF folder or hub name (fills `engine.model`)."""
+    prompts: PromptsPath | None = None
+    """Prompt templates TOML (e.g. a released checkpoint's own); fills `serving.prompts` unless
+    that is set. None: `serving.prompts` (default: ours)."""
     engine: EngineConfig
-    """The engine each replica hosts."""
+    """The engine each replica hosts (`engine.enforce_eager = false` captures CUDA graphs at
+    start: slower to start, faster to decode on GPUs)."""
     serving: ServingConfig = ServingConfig()
     """Limits, chat defaults, the two-stage episode."""
     autoscaling: AutoscalingSettings = AutoscalingSettings()
@@ -147,6 +153,20 @@ class ServeConfig(BaseModel):
             engine = data.setdefault("engine", {})
             if isinstance(engine, dict):
                 engine["model"] = data["model"]
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_prompts(cls, data: Any) -> Any:
+        """The top-level `prompts` fills `serving.prompts`, unless that is set."""
+        if not isinstance(data, dict) or data.get("prompts") is None:
+            return data
+        serving = data.get("serving", {})
+        if isinstance(serving, dict) and "prompts" not in serving:
+            data["serving"] = {**serving, "prompts": data["prompts"]}
+        elif isinstance(serving, ServingConfig) and "prompts" not in serving.model_fields_set:
+            fields = serving.model_dump(exclude_unset=True)
+            data["serving"] = {**fields, "prompts": data["prompts"]}
         return data
 
 
@@ -217,7 +237,7 @@ class ErgoServer:
 
     @api.get("/v1/models")
     async def models(self) -> dict[str, Any]:
-        return models_body(self.model.model_name)
+        return self.model.models()
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> JSONResponse:

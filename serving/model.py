@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from actors.chat_tokens import ChatTokens
 from actors.engine import Completion, Engine, EngineConfig, Sampling, TokenPrompt
@@ -30,7 +30,7 @@ from core.geometry import (
     resize_to_budget,
     vision_tokens,
 )
-from core.prompts import DEFAULT_PROMPTS, Message, PromptTemplates
+from core.prompts import DEFAULT_PROMPTS, Message, PromptsPath, PromptTemplates
 from core.sample import Sample
 from core.trajectory import Trajectory
 from rewards.answer import answer_text, extract_choice
@@ -42,6 +42,7 @@ from serving.protocol import (
     RequestError,
     chat_completion_body,
     completion_id,
+    models_body,
     validate_as,
 )
 
@@ -54,7 +55,11 @@ class ServingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     served_model_name: str | None = None
-    """The `model` clients name; default: the engine's model path or hub name."""
+    """The `model` clients name; default: the engine's model path or hub name. Responses carry
+    this name whichever alias the request used."""
+    served_model_aliases: tuple[Annotated[str, StringConstraints(min_length=1)], ...] = ()
+    """Further names requests may use for the same model (e.g. `["ergo"]`, the name ERGO's
+    client asks for); `/v1/models` lists them all."""
     limits: RequestLimits = RequestLimits()
     """Request size, image size and pixel limits, remote URLs."""
     chat_image_max_tokens: int = Field(1280, ge=4)
@@ -67,8 +72,9 @@ class ServingConfig(BaseModel):
     """Most completions one chat request may ask for."""
     episode: EpisodeConfig = EpisodeConfig(group_size=1, temperature=0.0, max_new_tokens=256)
     """The two-stage endpoint: budgets and sampling of both turns (one completion each)."""
-    prompts: str = str(DEFAULT_PROMPTS)
-    """Prompt templates of the two-stage endpoint."""
+    prompts: PromptsPath = str(DEFAULT_PROMPTS)
+    """Prompt templates TOML of the two-stage endpoint (e.g. a released checkpoint's own);
+    checked when the config is validated."""
 
     @model_validator(mode="after")
     def _one_two_stage_completion(self) -> ServingConfig:
@@ -122,6 +128,7 @@ class ServingModel:
         self.special_tokens = tuple(tokenizer.all_special_tokens)
         self.runner = EpisodeRunner(self.chat, PromptTemplates.load(config.prompts), episode)
         self.model_name = config.served_model_name or engine_config.model
+        self.model_names = tuple(dict.fromkeys([self.model_name, *config.served_model_aliases]))
         self.max_model_len = engine_config.max_model_len
         self.max_images = min(
             config.limits.max_images_per_request, engine_config.max_images_per_prompt
@@ -143,13 +150,19 @@ class ServingModel:
         served = {"status": "ready", "model": self.model_name, "max_model_len": self.max_model_len}
         return {**served, **self.engine.health()}
 
+    def models(self) -> dict[str, Any]:
+        """What `/v1/models` lists: the served name and every alias."""
+        return models_body(self.model_names)
+
     # ---- validation shared by both routes ---------------------------------------------------
 
     def check_model(self, name: str) -> None:
-        if name != self.model_name:
+        """A request may name the served model or any alias; any other name is a 404."""
+        if name not in self.model_names:
+            known = ", ".join(repr(n) for n in self.model_names)
             raise RequestError(
                 404,
-                f"model {name!r} is not served here; this server serves {self.model_name!r}",
+                f"model {name!r} is not served here; this server serves {known}",
                 "model_not_found",
                 "model",
             )

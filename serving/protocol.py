@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -195,9 +196,11 @@ def chat_completion_body(
     }
 
 
-def models_body(model: str) -> dict[str, Any]:
-    """`GET /v1/models`: the one served model."""
+def models_body(names: Sequence[str]) -> dict[str, Any]:
+    """`GET /v1/models`: the served model under each of its names."""
     return {
         "object": "list",
-        "data": [{"id": model, "object": "model", "created": 0, "owned_by": "ergo-rl"}],
+        "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "ergo-rl"} for name in names
+        ],
     }

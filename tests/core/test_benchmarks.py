@@ -5,6 +5,7 @@ bad row raises `SampleError` naming the file and the row.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import re
 from collections.abc import Callable, Iterator
@@ -15,14 +16,26 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from benchmark_files import INSTRUCTION, encoded_image, write_hrbench, write_vstar
+from benchmark_files import (
+    INSTRUCTION,
+    MMERWLLayout,
+    encoded_image,
+    hrbench_copies,
+    mmerwl_schema,
+    write_hrbench,
+    write_mmerwl,
+    write_vstar,
+)
 
 from core.benchmarks import (
     BENCHMARKS,
+    hrbench_copy_key,
+    hrbench_cycle,
     load_benchmark,
     load_hrbench,
     load_mmerwl,
     load_vstar,
+    mmerwl_image,
     mmerwl_shards,
     normalize_answer_letter,
     split_vstar_text,
@@ -170,10 +183,11 @@ def _mmerwl_rows() -> list[Row]:
     rows = []
     for index, raw_options, raw_answer, category, size, options, answer in MMERWL_TABLE:
         question = f"Question number {index}?"
-        record = {"index": index, "question": question, "answer": raw_answer}
+        record = {"index": index, "question_id": f"{category.lower()}/{index:04d}"}
+        record |= {"question": question, "answer": raw_answer}
         record |= {"multi-choice options": raw_options, "category": category, "l2-category": "x"}
         expected = Sample(
-            id=f"mmerwl_{index}",
+            id=f"mmerwl_{record['question_id']}",
             image=b"-",
             question=question,
             options=options,
@@ -185,38 +199,24 @@ def _mmerwl_rows() -> list[Row]:
     return rows
 
 
-def _mmerwl_schema(struct_image: bool, id_columns: tuple[str, ...] = ("index",)) -> pa.Schema:
-    image_type = (
-        pa.struct([("bytes", pa.binary()), ("path", pa.string())]) if struct_image else pa.binary()
-    )
-    text = ("question", "answer", "category", "l2-category")
-    return pa.schema(
-        [(column, pa.int64() if column == "index" else pa.string()) for column in id_columns]
-        + [("image", image_type), ("multi-choice options", pa.list_(pa.string()))]
-        + [(column, pa.string()) for column in text]
-    )
+MMERWL_IDS = ("index", "question_id")  # lmms-eval's shards hold both
 
 
 def _write_mmerwl(
     root: Path,
     rows: list[Row],
     sizes: tuple[int, ...] = MME_SHARD_SIZES,
-    id_columns: tuple[str, ...] = ("index",),
+    id_columns: tuple[str, ...] = MMERWL_IDS,
+    layout: MMERWLLayout = "bytes",
 ) -> None:
-    """Contiguous chunks of `rows` into shards; even shards store images as HF structs."""
-    folder = root / "data"
-    folder.mkdir(parents=True, exist_ok=True)
-    start = 0
-    for shard, size in enumerate(sizes):
-        struct_image = shard % 2 == 0
-        records = []
-        for row in rows[start : start + size]:
-            image = {"bytes": row.image, "path": f"{shard}.jpg"} if struct_image else row.image
-            records.append({"image": image, **row.record})
+    """Contiguous chunks of `rows` into shards, images stored as `layout` stores them (default:
+    lmms-eval's base64 text in a `bytes` column)."""
+    chunks, start = [], 0
+    for size in sizes:
+        chunks.append([(row.record, row.image) for row in rows[start : start + size]])
         start += size
-        table = pa.Table.from_pylist(records, schema=_mmerwl_schema(struct_image, id_columns))
-        pq.write_table(table, folder / f"train-{shard:05d}-of-{len(sizes):05d}.parquet")
     assert start == len(rows)
+    write_mmerwl(root, chunks, layout, id_columns)
 
 
 def _mmerwl_where(position: int) -> tuple[str, str]:
@@ -325,12 +325,12 @@ MISSING_FIELDS = [
     ("hrbench", "answer"),
     ("hrbench", "category"),
     ("hrbench", "image"),
-    ("mmerwl", "index"),
+    ("mmerwl", "question_id"),
     ("mmerwl", "question"),
     ("mmerwl", "multi-choice options"),
     ("mmerwl", "answer"),
     ("mmerwl", "category"),
-    ("mmerwl", "image"),
+    ("mmerwl", "bytes"),
 ]
 
 
@@ -372,6 +372,7 @@ UNPARSEABLE = [
     ("mmerwl", "multi-choice options", ["(A) yes", "(C) no"], "expected 'B'"),
     ("mmerwl", "multi-choice options", [], "there are no options"),
     ("mmerwl", "answer", "A or B", "is not an option letter"),
+    ("mmerwl", "bytes", "abc", "field 'bytes' is not valid base64"),
 ]
 
 
@@ -495,6 +496,34 @@ def test_hrbench_file_that_is_not_parquet_is_an_error(tmp_path: Path) -> None:
         list(load_hrbench(tmp_path, "4k"))
 
 
+def test_hrbench_copies_of_a_question_share_a_key_and_name_their_cycle() -> None:
+    image = _encoded((60, 40), (10, 20, 30), "JPEG")
+    options = ("red", "green", "blue", "white")
+    copies = [r for r, _ in hrbench_copies(7, "What colour?", options, "C", image, "single")]
+    stored = [{**r, "image": base64.b64encode(image).decode("ascii")} for r in copies]
+    other_image = {**stored[0], "image": base64.b64encode(_PNG).decode("ascii")}
+    other_question = {**stored[0], "question": "Which colour?"}
+    other_options = {**stored[0], "D": "black"}
+
+    keys = {hrbench_copy_key(row) for row in stored}
+
+    assert len(keys) == 1
+    assert [r["answer"] for r in copies] == ["C", "D", "A", "B"]
+    assert [r[r["answer"]] for r in copies] == ["blue"] * 4  # the answer follows its option
+    assert all(hrbench_copy_key(row) not in keys for row in (other_image, other_question))
+    assert hrbench_copy_key(other_options) not in keys
+    assert [hrbench_cycle(row) for row in stored] == ["cycle_1", "cycle_2", "cycle_3", "cycle_4"]
+    assert hrbench_cycle({"cycle_category": " "}) is None and hrbench_cycle({}) is None
+
+
+def test_hrbench_copy_key_reads_what_an_unreadable_row_holds() -> None:
+    row = {"question": "Q?", "A": "a", "B": "b", "C": "c", "D": "d", "image": "not base64!"}
+
+    assert hrbench_copy_key(row) == hrbench_copy_key(dict(row))
+    assert hrbench_copy_key({**row, "A": "b", "B": "a"}) == hrbench_copy_key(row)
+    assert hrbench_copy_key({**row, "question": None}) != hrbench_copy_key(row)
+
+
 # --- MME-RealWorld-lite details ---------------------------------------------------------------
 
 OPTION_LISTS = [
@@ -533,16 +562,18 @@ def test_normalize_answer_letter_rejects(answer: str) -> None:
         normalize_answer_letter(answer, n_options=5)
 
 
-def test_mmerwl_prefers_question_id_over_index(tmp_path: Path) -> None:
-    rows = [
-        dataclasses.replace(row, record={**row.record, "question_id": f"perception/{i}"})
-        for i, row in enumerate(_mmerwl_rows())
-    ]
-    _write_mmerwl(tmp_path, rows, id_columns=("question_id", "index"))
+@pytest.mark.parametrize(
+    ("id_columns", "id_field"), [(MMERWL_IDS, "question_id"), (("index",), "index")]
+)
+def test_mmerwl_prefers_question_id_over_index(
+    tmp_path: Path, id_columns: tuple[str, ...], id_field: str
+) -> None:
+    rows = _mmerwl_rows()
+    _write_mmerwl(tmp_path, rows, id_columns=id_columns)
 
     ids = [sample.id for sample in load_mmerwl(tmp_path)]
 
-    assert ids == [f"mmerwl_perception/{i}" for i in range(len(rows))]
+    assert ids == [f"mmerwl_{row.record[id_field]}" for row in rows]
 
 
 def test_mmerwl_without_id_columns_uses_shard_and_row(tmp_path: Path) -> None:
@@ -559,16 +590,61 @@ def test_mmerwl_without_id_columns_uses_shard_and_row(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("layout", ["image_struct", "image_binary", "image_base64"])
+def test_mmerwl_older_image_layouts_read_the_same(tmp_path: Path, layout: MMERWLLayout) -> None:
+    rows = _mmerwl_rows()
+    _write_mmerwl(tmp_path, rows, layout=layout)
+
+    assert list(load_mmerwl(tmp_path)) == [row.expected for row in rows]
+
+
 def test_mmerwl_image_struct_without_bytes_is_an_error(tmp_path: Path) -> None:
     rows = _mmerwl_rows()
-    _write_mmerwl(tmp_path, rows)
+    _write_mmerwl(tmp_path, rows, layout="image_struct")
     shard = tmp_path / "data" / "train-00000-of-00004.parquet"
     table = pq.read_table(shard).to_pylist()
     table[1]["image"] = {"bytes": None, "path": "elsewhere.jpg"}
-    pq.write_table(pa.Table.from_pylist(table, schema=_mmerwl_schema(True)), shard)
+    schema = mmerwl_schema("image_struct", MMERWL_IDS)
+    pq.write_table(pa.Table.from_pylist(table, schema=schema), shard)
 
     with pytest.raises(SampleError, match=r"train-00000-of-00004\.parquet row 1: .*no bytes"):
         list(load_mmerwl(tmp_path))
+
+
+_PNG = encoded_image((20, 10), (0, 90, 200), "PNG")
+_B64 = base64.b64encode(_PNG).decode("ascii")
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"bytes": _B64},
+        {"bytes": _PNG},
+        {"bytes": _B64, "image": b"ignored: bytes comes first"},
+        {"bytes": None, "image": {"bytes": _PNG, "path": "x.png"}},
+        {"image": _PNG},
+        {"image": _B64},
+    ],
+)
+def test_mmerwl_image_reads_bytes_then_image(row: dict[str, Any]) -> None:
+    assert mmerwl_image(row) == _PNG
+
+
+@pytest.mark.parametrize(
+    ("row", "complaint"),
+    [
+        ({}, "field 'bytes' is missing (and there is no 'image' field)"),
+        ({"bytes": None}, "field 'bytes' is missing"),
+        ({"image": None}, "field 'image' is missing"),
+        ({"bytes": "abc"}, "field 'bytes' is not valid base64"),
+        ({"bytes": base64.b64encode(b"not an image").decode()}, "field 'bytes': cannot decode"),
+        ({"bytes": 7}, "field 'bytes' should be bytes or base64 text, got int"),
+    ],
+)
+def test_mmerwl_image_errors_name_the_field(row: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(SampleError) as excinfo:
+        mmerwl_image(row)
+    assert complaint in str(excinfo.value)
 
 
 def test_mmerwl_missing_shard_is_named(tmp_path: Path) -> None:

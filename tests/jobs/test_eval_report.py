@@ -1,5 +1,6 @@
 """The eval job's arithmetic without engines: records, summaries, percentiles, the files it
-writes, the tolerant benchmark reader, and a whole `run_eval` against a scripted pool."""
+writes, the tolerant benchmark reader, HR-Bench's cyclic scores, and whole `run_eval`s against
+scripted pools (on benchmark files in their real layouts)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from benchmark_files import encoded_image, write_hrbench, write_vstar
+from benchmark_files import encoded_image, hrbench_copies, write_hrbench, write_mmerwl, write_vstar
 from PIL import Image
 
 from actors.actor_pool import PoolConfig
@@ -18,9 +19,10 @@ from actors.episode import EpisodeConfig
 from core.sample import Sample
 from core.trajectory import Trajectory, failed_trajectories
 from jobs.eval import EvalConfig, parse_args, required_model_len, run_eval
-from jobs.eval_data import UNREADABLE, RowFailure, count_rows, eval_items
+from jobs.eval_data import UNREADABLE, RowFailure, count_rows, eval_rows
 from jobs.eval_report import (
     EvalRecord,
+    format_summary,
     percentile,
     plot_efficiency,
     record_from_trajectory,
@@ -210,8 +212,8 @@ def test_unreadable_rows_become_failures_named_by_their_id(tmp_path: Path) -> No
         f.write("{broken json\n")
     write_hrbench(tmp_path, [_hrbench_row(0, b"\x89PNG broken"), _hrbench_row(1, good)])
 
-    vstar = list(eval_items("vstar", tmp_path))
-    hrbench = list(eval_items("hrbench", tmp_path, "4k"))
+    vstar = [row.item for row in eval_rows("vstar", tmp_path)]
+    hrbench = [row.item for row in eval_rows("hrbench", tmp_path, "4k")]
 
     assert [type(i).__name__ for i in vstar] == ["Sample", "RowFailure", "Sample", "RowFailure"]
     assert vstar[1] == RowFailure("vstar_1", "direct_attributes", "B", vstar[1].reason)
@@ -277,7 +279,8 @@ def test_engine_length_stays_within_a_local_models_positions(tmp_path: Path) -> 
     config = EvalConfig(
         dataset="synthetic", data_root="x", model=str(tmp_path), modes=("single-stage",)
     )
-    assert config.model_copy(update={"max_vision_tokens": (256,)}).engine().max_model_len == 1536
+    # single-stage at 256: the image, 1024 new tokens and 1024 of prompt text
+    assert config.model_copy(update={"max_vision_tokens": (256,)}).engine().max_model_len == 2304
     assert config.model_copy(update={"max_vision_tokens": (16384,)}).engine().max_model_len == 4096
 
 
@@ -334,3 +337,212 @@ def test_run_eval_writes_consistent_report_parquet_and_plot(tmp_path: Path) -> N
 
 def test_episode_config_defaults_to_two_stage() -> None:
     assert EpisodeConfig().mode == "two-stage"
+
+
+# --- benchmarks in their real layouts, through the eval job's data path ----------------------
+
+
+class AnswerPool(ScriptedPool):
+    """Answers each sample's own answer, except the `wrong` ids (the next of A-D) and the
+    `failing` ids (an engine error)."""
+
+    def __init__(self, wrong: frozenset[str] = frozenset(), failing: frozenset[str] = frozenset()):
+        self.wrong, self.failing = wrong, failing
+
+    def run(self, samples: list[Any], episode: Any) -> list[Trajectory]:
+        out: list[Trajectory] = []
+        for s in samples:
+            if s.id in self.failing:
+                out += failed_trajectories([s], 1, 0, "RuntimeError: engine died")
+                continue
+            letter = s.answer
+            if s.id in self.wrong:
+                letter = "ABCD"[("ABCD".index(letter) + 1) % 4]
+            out.append(_trajectory(s, f"<answer>{letter}</answer>", episode.mode == "two-stage"))
+        return out
+
+
+def _eval_config(dataset: str, root: Path, out: Path, **fields: Any) -> EvalConfig:
+    fields = {"modes": ("two-stage", "single-stage"), "max_vision_tokens": (64,)} | fields
+    return EvalConfig(
+        dataset=dataset,
+        data_root=str(root),
+        model="m",
+        out=str(out),
+        **fields,
+    )
+
+
+def _mmerwl_row(i: int) -> tuple[dict[str, Any], bytes]:
+    options = ["(A) 12", "(B) 15", "(C) 18", "(D) 21", "(E) 24"]
+    record = {"index": i, "question_id": f"perception/monitoring/{i:04d}", "question": f"Q{i}?"}
+    record |= {"multi-choice options": options, "answer": "ABCDE"[i % 5]}
+    record |= {"category": "Perception/Monitoring", "l2-category": "counting"}
+    return record, encoded_image((90 + i, 60), (20 * i % 256, 80, 30), "PNG" if i % 2 else "JPEG")
+
+
+def test_mmerwl_shards_as_lmms_eval_stores_them_score_without_load_failures(
+    tmp_path: Path,
+) -> None:
+    rows = [_mmerwl_row(i) for i in range(7)]
+    shards = [rows[:3], rows[3:6], rows[6:]]
+    write_mmerwl(tmp_path / "mme", shards, "bytes", ("index", "question_id"))  # base64 text
+    config = _eval_config("mmerwl", tmp_path / "mme", tmp_path / "out")
+
+    items = [row.item for row in eval_rows("mmerwl", tmp_path / "mme")]
+    summaries = run_eval(AnswerPool(), config)  # type: ignore[arg-type]
+
+    assert all(isinstance(i, Sample) for i in items) and len(items) == 7
+    assert isinstance(items[0], Sample) and items[0].options[1] == "15"
+    assert items[0].id == "mmerwl_perception/monitoring/0000"
+    for summary in summaries:
+        assert (summary["samples"], summary["failed"], summary["correct"]) == (7, 0, 7)
+        assert "cyclic_accuracy" not in summary and "cycles" not in summary
+
+
+HRBENCH_QUESTIONS = [  # index, question, options, answer, category
+    (1, "What colour is the kite?", ("red", "green", "blue", "white"), "C", "single"),
+    (2, "How many boats are there?", ("1", "2", "3", "4"), "A", "single"),
+    (3, "Which is closer to the tower?", ("car", "bus", "both", "neither"), "B", "cross"),
+]
+
+
+def _hrbench_benchmark(root: Path) -> list[tuple[dict[str, Any], bytes]]:
+    """Three questions, four shifted copies each, stored cycle after cycle as HR-Bench does;
+    the third question's copy in cycle 3 has an answer that is no option letter."""
+    copies = [
+        hrbench_copies(index, q, options, answer, encoded_image((64, 48), (40 * index, 9, 9)), c)
+        for index, q, options, answer, c in HRBENCH_QUESTIONS
+    ]
+    rows = [copies[q][k] for k in range(4) for q in range(3)]
+    rows[2 * 3 + 2][0]["answer"] = "Z"  # cycle 3, question 3: unreadable
+    write_hrbench(root, rows)
+    return rows
+
+
+def test_hrbench_cyclic_score_needs_every_shifted_copy_right(tmp_path: Path) -> None:
+    _hrbench_benchmark(tmp_path)
+    config = _eval_config("hrbench", tmp_path, tmp_path / "out")
+    # question 1: all right; question 2: its copy in cycle 2 wrong; question 3: one copy unreadable
+    pool = AnswerPool(wrong=frozenset({"hrbench_4k_1002"}))
+
+    summaries = run_eval(pool, config)  # type: ignore[arg-type]
+
+    for summary in summaries:
+        assert (summary["samples"], summary["correct"], summary["failed"]) == (12, 10, 1)
+        assert summary["accuracy"] == pytest.approx(10 / 12)
+        assert (summary["questions"], summary["consistent"]) == (3, 1)
+        assert summary["cyclic_accuracy"] == pytest.approx(1 / 3)
+        cycles = summary["cycles"]
+        assert sorted(cycles) == ["cycle_1", "cycle_2", "cycle_3", "cycle_4"]
+        assert [cycles[c]["correct"] for c in sorted(cycles)] == [3, 2, 2, 3]
+        assert summary["cycle_mean_accuracy"] == pytest.approx((1 + 2 / 3 + 2 / 3 + 1) / 4)
+        assert summary["categories"]["single"]["cyclic_accuracy"] == pytest.approx(1 / 2)
+        assert summary["categories"]["cross"]["cyclic_accuracy"] == 0.0
+        rows = pq.read_table(tmp_path / "out" / summary["parquet"]).to_pylist()
+        assert len({r["question_group"] for r in rows}) == 3
+        assert {r["cycle"] for r in rows if r["failure"]} == {"cycle_3"}
+        metrics = summary_metrics(summary)
+        assert metrics[f"eval/{summary['mode']}/cyclic_accuracy"] == pytest.approx(1 / 3)
+        assert "cyclic (every shifted copy right): 0.333 (1/3 questions)" in format_summary(summary)
+
+
+def test_an_engine_failure_makes_its_question_wrong_under_the_cyclic_score(
+    tmp_path: Path,
+) -> None:
+    _hrbench_benchmark(tmp_path)
+    config = _eval_config("hrbench", tmp_path, tmp_path / "out", modes=("single-stage",))
+
+    pool = AnswerPool(failing=frozenset({"hrbench_4k_1"}))
+    [summary] = run_eval(pool, config)  # type: ignore[arg-type]
+
+    assert (summary["samples"], summary["failed"], summary["questions"]) == (12, 2, 3)
+    assert summary["consistent"] == 1  # question 2 only: 1 failed in the engine, 3 unreadable
+    assert {f["id"] for f in summary["failures"]} == {"hrbench_4k_1", "hrbench_4k_2003"}
+
+
+def test_cyclic_block_counts_questions_not_rows() -> None:
+    records = [
+        EvalRecord("a1", "c", "A", "A", True, question_group="a"),
+        EvalRecord("a2", "c", "B", "B", True, question_group="a"),
+        EvalRecord("b1", "c", "A", "A", True, question_group="b"),
+        EvalRecord("b2", "c", "C", failure="unreadable", question_group="b"),
+        EvalRecord("lone", "c", "A", "A", True),  # no group: its own question
+    ]
+    summary = summarize(records, {"mode": "single-stage", "max_vision_tokens": 64})
+    assert (summary["questions"], summary["consistent"]) == (3, 2)
+    assert summary["cyclic_accuracy"] == pytest.approx(2 / 3)
+    assert "cycles" not in summary
+
+
+# --- protocol options ------------------------------------------------------------------------
+
+REQUIRED = ["--dataset", "vstar", "--data-root", "v", "--model", "m"]
+
+
+def test_eval_defaults_to_1024_new_tokens_and_eager_engines() -> None:
+    config, _ = parse_args(REQUIRED)
+    assert config.max_new_tokens == 1024
+    assert all(e.max_new_tokens == 1024 for e in config.episodes())
+    assert config.engine().enforce_eager is True
+    fast, _ = parse_args([*REQUIRED, "--enforce-eager", "false"])
+    assert fast.engine().enforce_eager is False
+
+
+def _released_prompts(tmp_path: Path, marker: str) -> Path:
+    """The default templates with `marker` opening every user turn."""
+    import tomllib
+
+    from core.prompts import DEFAULT_PROMPTS
+
+    templates = tomllib.loads(DEFAULT_PROMPTS.read_text())
+    lines = [f"system = {json.dumps(templates['system'])}"]
+    for name in ("coarse", "fine", "fine_free_form", "verifier"):
+        lines.append(f"{name} = {json.dumps(marker + ' ' + templates[name])}")
+    file = tmp_path / "released.toml"
+    file.write_text("\n".join(lines) + "\n")
+    return file
+
+
+def test_eval_prompts_are_checked_at_start_and_made_absolute(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _released_prompts(tmp_path, "RELEASED")
+    monkeypatch.chdir(tmp_path)
+    config, _ = parse_args([*REQUIRED, "--prompts", "released.toml"])
+    assert config.prompts == str(tmp_path / "released.toml")
+    (tmp_path / "typo.toml").write_text(
+        (tmp_path / "released.toml").read_text().replace("{question}", "{qestion}", 1)
+    )
+    for bad, complaint in [
+        ("missing.toml", "No such file"),
+        ("typo.toml", "unknown placeholder 'qestion'"),
+    ]:
+        with pytest.raises(SystemExit) as exited:
+            parse_args([*REQUIRED, "--prompts", bad])
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert f"prompt file {bad}" in err and complaint in err
+
+
+def test_eval_prompts_reach_the_episodes_of_both_modes(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """What `make_eval_pool` gives every worker: the episodes run under the file's texts."""
+    from actors.engine import EngineConfig
+    from actors.rollout_worker import EpisodeRequest, RolloutWorker
+
+    prompts = _released_prompts(tmp_path, "RELEASED-CHECKPOINT")
+    argv = [*REQUIRED, "--prompts", str(prompts), "--max-new-tokens", "4"]
+    config, _ = parse_args(
+        [*argv, "--max-vision-tokens", "16", "--modes", '["two-stage", "single-stage"]']
+    )
+    engine = EngineConfig(backend="hf", model=str(tiny_model_dir), max_model_len=1024)
+    worker = RolloutWorker(engine, config.prompts)
+
+    for episode in config.episodes():
+        [t] = worker.run([EpisodeRequest(_sample(1), episode)])
+        assert t.failure is None
+        text = worker.chat.decode(t.token_ids)
+        turns = 2 if episode.mode == "two-stage" else 1
+        assert text.count("RELEASED-CHECKPOINT") == turns

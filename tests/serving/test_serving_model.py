@@ -426,3 +426,98 @@ def test_serve_config_errors_name_the_field() -> None:
         load_serve_config(None, "m", ["--serving.limits.max_image_pixels", "0"])
     config = load_serve_config(None, "m", ["--autoscaling.max_replicas", "4"])
     assert config.autoscaling.as_ray()["max_replicas"] == 4 and config.engine.model == "m"
+
+
+# ---- served names, prompt files, engine options ---------------------------------------------
+
+
+def test_aliases_are_listed_and_served_under_the_primary_name(
+    tiny_model_dir: Path, tokenizer: Any, sample: Any
+) -> None:
+    config = ServingConfig(served_model_name="tiny", served_model_aliases=("ergo", "tiny"))
+    engine = ScriptedEngine(tokenizer)
+    model = ServingModel(
+        config.model_copy(update={"episode": make_model(tiny_model_dir, engine).config.episode}),
+        EngineConfig(backend="hf", model=str(tiny_model_dir), max_model_len=1024),
+        engine=engine,
+    )
+    assert [m["id"] for m in model.models()["data"]] == ["tiny", "ergo"]
+    [reply] = model.run_chat([model.prepare_chat({**chat_body("hi"), "model": "ergo"})])
+    assert reply["model"] == "tiny"
+    ergo = {"image": data_url(sample.image), "question": "q", "model": "ergo"}
+    [answer] = model.run_ergo([model.prepare_ergo(ergo)])
+    assert isinstance(answer, dict) and answer["model"] == "tiny"
+    with pytest.raises(RequestError) as caught:
+        model.prepare_chat({**chat_body("hi"), "model": "gpt-4o"})
+    error = caught.value.body()["error"]
+    assert caught.value.status == 404 and error["code"] == "model_not_found"
+    assert (
+        error["message"] == "model 'gpt-4o' is not served here; this server serves 'tiny', 'ergo'"
+    )
+
+
+def test_without_aliases_models_lists_the_one_name(server: ServingModel) -> None:
+    assert server.models() == {
+        "object": "list",
+        "data": [{"id": "tiny", "object": "model", "created": 0, "owned_by": "ergo-rl"}],
+    }
+
+
+def _marked_prompts(tmp_path: Path) -> Path:
+    """The default templates with a marker opening the two-stage user turns."""
+    from core.prompts import DEFAULT_PROMPTS
+
+    text = DEFAULT_PROMPTS.read_text()
+    text = text.replace('coarse = """', 'coarse = """RELEASED ')
+    text = text.replace('fine = """', 'fine = """RELEASED ')
+    file = tmp_path / "released.toml"
+    file.write_text(text)
+    return file
+
+
+def test_the_two_stage_endpoint_runs_under_the_configured_prompts(
+    tiny_model_dir: Path, tokenizer: Any, sample: Any, tmp_path: Path
+) -> None:
+    engine = ScriptedEngine(tokenizer)
+    base = make_model(tiny_model_dir, engine).config
+    config = base.model_copy(update={"prompts": str(_marked_prompts(tmp_path))})
+    model = ServingModel(
+        config,
+        EngineConfig(backend="hf", model=str(tiny_model_dir), max_model_len=1024),
+        engine=engine,
+    )
+    request = {"image": data_url(sample.image), "question": "q", "options": ["a", "b"]}
+    model.run_ergo([model.prepare_ergo(request)])
+    first, second = (tokenizer.decode(prompts[0].token_ids) for prompts, _ in engine.calls[-2:])
+    assert first.count("RELEASED") == 1 and second.count("RELEASED") == 2
+
+
+def test_serve_prompts_are_checked_and_fill_the_serving_section(tmp_path: Path) -> None:
+    from jobs.config import ConfigError
+    from jobs.serve import ServeConfig, load_serve_config
+
+    prompts = str(_marked_prompts(tmp_path))
+    config = load_serve_config(None, "m", ["--prompts", prompts])
+    assert config.serving.prompts == prompts
+    own = load_serve_config(None, "m", ["--prompts", prompts, "--serving.prompts", prompts])
+    assert own.serving.prompts == prompts
+    built = ServeConfig(
+        model="m", engine={"model": "m"}, prompts=prompts, serving=ServingConfig(max_n=2)
+    )
+    assert built.serving.prompts == prompts and built.serving.max_n == 2
+    (tmp_path / "bad.toml").write_text('system = "s"\n')
+    for bad, complaint in [("nope.toml", "No such file"), ("bad.toml", "coarse: Field required")]:
+        with pytest.raises(ConfigError, match=rf"prompts: .*prompt file \S*{bad}: {complaint}"):
+            load_serve_config(None, "m", ["--prompts", str(tmp_path / bad)])
+        with pytest.raises(ConfigError, match=r"serving\.prompts: .*prompt file"):
+            load_serve_config(None, "m", ["--serving.prompts", str(tmp_path / bad)])
+
+
+def test_serve_exposes_aliases_and_graph_capture_on_the_command_line() -> None:
+    from jobs.serve import load_serve_config
+
+    argv = ["--serving.served-model-aliases", '["ergo"]', "--engine.enforce-eager", "false"]
+    config = load_serve_config(None, "m", argv)
+    assert config.serving.served_model_aliases == ("ergo",)
+    assert config.engine.enforce_eager is False
+    assert load_serve_config(None, "m").engine.enforce_eager is True
