@@ -4,8 +4,10 @@
 
 Overrides are parsed as TOML values (`1e-5`, `true`, `"text"`, `[1, 2]`), falling back to a
 plain string. The model path given once at the top (`model`) fills every role that loads the
-policy (rollout engines, learner, and the verifier unless it names its own). A bad file or
-override fails here, naming the field, before Ray or any actor starts.
+policy (rollout engines, learner, and the verifier unless it names its own); `prompts` fills
+the prompt templates of the rollout and the verifier the same way. A bad file or override
+(a missing or malformed prompt file too) fails here, naming the field, before Ray or any actor
+starts.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from actors.episode import EpisodeConfig
 from actors.resources import WorkerResources
+from core.prompts import PromptsPath
 from core.synthetic import SyntheticConfig
 from jobs.rewards import RewardPoolConfig
 from jobs.rollout import RolloutConfig
@@ -47,9 +50,17 @@ class DataConfig(BaseModel):
     num_train: int = Field(512, ge=1)
     """Synthetic training samples (the data cursor wraps around)."""
     num_val: int = Field(16, ge=0)
-    """Held-out samples scored every `train.val_every` steps."""
+    """Held-out samples scored every `train.val_every` steps, held in memory: generated
+    (synthetic) or `num_val` rows evenly spaced over `val_path` (parquet; all its rows if it
+    has fewer)."""
+    shuffle_row_groups: int = Field(2, ge=1)
+    """Parquet: row groups whose rows are shuffled together each epoch, after the row groups
+    themselves are shuffled (`core.stream.ShuffledParquet`). The driver holds this many row
+    groups decoded (`write_samples` writes 64 rows a group); more mixes a batch from more of
+    the file."""
     seed: int = 0
-    """Seed of the synthetic data and of the shuffling."""
+    """Seed of the synthetic data (which samples exist); `train.seed` seeds the order in which
+    training samples are drawn."""
 
     @model_validator(mode="after")
     def _paths(self) -> DataConfig:
@@ -97,10 +108,12 @@ class LearnerGroupConfig(LearnerConfig):
     resources: WorkerResources = WorkerResources(num_cpus=0.25)
     """Ray resources per rank."""
     weight_transport: WeightTransport = "shm"
-    """How new weights reach the rollout workers: `shm`, a file in shared memory that every
-    learner rank fills with its own shards and every rollout worker maps (learners and rollout
-    workers on ONE node: this machine, or colocated GPUs); `object_store`, gathered to rank 0
-    and fetched through Ray's object store (any placement, several nodes)."""
+    """How new weights reach the rollout workers; no rank gathers the model in any of them.
+    `shm`: a file in shared memory that every learner rank fills with its own shard rows and
+    every rollout worker maps (learners and rollout workers on ONE node: this machine, or
+    colocated GPUs). `object_store`: every rank's rows in Ray's object store, fetched and
+    assembled by each worker (any placement). `auto`: both, each worker taking the file when
+    it is on its node and the object store otherwise (the file needs all ranks on one node)."""
 
 
 class TrackingConfig(BaseModel):
@@ -123,6 +136,10 @@ class TrainConfig(BaseModel):
 
     model: str
     """The policy's initial weights: an HF folder or hub name."""
+    prompts: PromptsPath | None = None
+    """Prompt templates TOML (e.g. a released checkpoint's own): fills `rollout.prompts` (the
+    policy's episodes) and `rewards.prompts` (the verifier's), each unless set there. None:
+    those fields (default: ours)."""
     data: DataConfig = DataConfig()
     """Training and validation samples."""
     rollout: RolloutConfig
@@ -153,6 +170,18 @@ class TrainConfig(BaseModel):
         verifier = rewards.get("verifier") if isinstance(rewards, dict) else None
         if isinstance(verifier, dict):
             verifier.setdefault("engine", {}).setdefault("model", model)
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_prompts(cls, data: Any) -> Any:
+        """The top-level `prompts` fills the policy's and the verifier's, unless set there."""
+        if not isinstance(data, dict) or data.get("prompts") is None:
+            return data
+        for section in ("rollout", "rewards"):
+            fields = data.setdefault(section, {})
+            if isinstance(fields, dict):
+                fields.setdefault("prompts", data["prompts"])
         return data
 
     @model_validator(mode="before")

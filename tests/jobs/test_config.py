@@ -126,6 +126,34 @@ def test_7b_recipe_keeps_ergo_defaults() -> None:
     assert config.rewards.weights["box"] == 0.5
 
 
+SOURCES = ("[paper]", "[VLM-R1]", "[TRL]", "[ours]")
+SOURCED_SECTIONS = ("", "[rollout.episode]", "[learner.optim]", "[learner.grpo]", "[train]")
+TRAIN_SOURCED = ("steps", "prompts_per_step")
+
+
+def test_7b_config_states_the_source_of_every_hyperparameter() -> None:
+    """The paper publishes few hyperparameters: each one the 7B config sets says where it
+    comes from (the paper, VLM-R1, TRL's defaults, or our choice)."""
+    path = ROOT / "configs" / "qwen2_5_vl_7b.toml"
+    config = load_config(path)
+    assert (config.learner.grpo.old_logprobs, config.learner.grpo.tis_cap) == ("learner", 2.0)
+    assert config.learner.weight_transport == "auto"
+    section, unsourced = "", []
+    for line in path.read_text().splitlines():
+        key = line.split("=")[0].strip()
+        if line.startswith("["):
+            section = line.strip()
+        elif "=" in line and not line.startswith("#") and _sourced(section, key):
+            unsourced += [] if any(s in line for s in SOURCES) else [f"{section} {key}"]
+    assert not unsourced, unsourced
+    assert "NOT the paper's\n# recipe" in path.read_text()
+
+
+def _sourced(section: str, key: str) -> bool:
+    """Hyperparameters (not paths, resources or logging cadence) must name their source."""
+    return section in SOURCED_SECTIONS and (section != "[train]" or key in TRAIN_SOURCED)
+
+
 def test_dotted_overrides_are_typed() -> None:
     config = load_config(
         CONFIGS[0].parent / "demo.toml",
@@ -201,3 +229,38 @@ def test_the_warm_start_loads_its_config_like_every_job(capsys: pytest.CaptureFi
     with pytest.raises(SystemExit) as exited:
         parse_job_args(SftConfig, parser, ["--model", "m"])
     assert exited.value.code == 2 and "out" in capsys.readouterr().err
+
+
+def test_one_prompts_file_fills_the_policy_and_the_verifier(tmp_path: Path) -> None:
+    released = tmp_path / "released.toml"
+    released.write_text((ROOT / "configs" / "prompts" / "ergo.toml").read_text())
+    demo = ROOT / "configs" / "demo.toml"
+
+    both = load_config(demo, ["--prompts", str(released)])
+    own = load_config(demo, ["--prompts", str(released), "--rewards.prompts", str(PROMPTS[0])])
+    default = load_config(demo)
+
+    assert both.rollout.prompts == both.rewards.prompts == str(released)
+    assert (own.rollout.prompts, own.rewards.prompts) == (str(released), str(PROMPTS[0]))
+    assert default.prompts is None and default.rollout.prompts == str(PROMPTS[0])
+
+
+@pytest.mark.parametrize("field", ["prompts", "rollout.prompts", "rewards.prompts"])
+def test_a_missing_or_malformed_prompt_file_exits_2_naming_it(
+    tmp_path: Path, field: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from jobs.config import parse_job_args
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('system = "s"\ncoarse = "{question}"\n')
+    for path, complaint in [(tmp_path / "absent.toml", "No such file"), (bad, "fine: Field")]:
+        argv = ["--config", str(ROOT / "configs" / "demo.toml"), f"--{field}", str(path)]
+        with pytest.raises(SystemExit) as exited:
+            parse_job_args(TrainConfig, parser, argv)
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert f"prompt file {path}" in err and complaint in err
