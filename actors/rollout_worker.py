@@ -50,6 +50,7 @@ class RolloutWorker:
         self.engine = build_engine(engine)
         self.chat = ChatTokens(AutoTokenizer.from_pretrained(engine.model))
         self.templates = PromptTemplates.load(prompts)
+        self.weights_via = ""
 
     def ready(self) -> int:
         """Returns the weight version once the engine is up (a cheap readiness probe)."""
@@ -84,10 +85,17 @@ class RolloutWorker:
             weights = weights.for_this_node()
         if isinstance(weights, SharedWeights):  # a checkpoint file: the engine loads it as is
             self.engine.update_weights(version, weights)
+            self.weights_via = "shared memory"
         else:
             self.engine.update_weights(version, ((n, from_wire(w)) for n, w in weights))
-        logger.info("now serving weight version %d", version)
+            self.weights_via = "object store"
+        logger.info("now serving weight version %d (through the %s)", version, self.weights_via)
         return version
+
+    def weights_source(self) -> tuple[int, str]:
+        """The weight version served and how it arrived: "shared memory" or "object store"
+        ("" before any update)."""
+        return self.engine.weight_version, self.weights_via
 
     def reset_caches(self) -> None:
         """Forget cached prompts and images, so that an evaluation run does not reuse an image

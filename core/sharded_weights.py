@@ -3,8 +3,8 @@
 No rank gathers the model: every learner rank returns its rows of each parameter (FSDP2 shards
 dim 0) into the object store on its own node, and a rollout worker fetches every rank's part
 (Ray pulls them in parallel, once per node) and assembles full tensors. When the same version
-also sits in a shared-memory file (`core.shared_weights`, transport `auto`), a worker on that
-file's node maps the file instead (`ShardedWeights.for_this_node`).
+also sits in a shared-memory file (`core.shared_weights`, transport `auto`), a worker on the
+Ray node that wrote it maps the file instead (`ShardedWeights.for_this_node`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,8 +43,12 @@ class ShardedWeights:
     shared: SharedWeights | None = None
 
     def for_this_node(self) -> SharedWeights | Named:
-        """The file when it is on this node, else the tensors assembled from every rank's rows."""
-        if self.shared is not None and Path(self.shared.path).exists():
+        """The file when it was written on this Ray node, else the tensors assembled from
+        every rank's rows."""
+        import ray
+
+        here = ray.get_runtime_context().get_node_id()
+        if self.shared is not None and self.shared.node_id == here:
             return self.shared
         return self.tensors()
 

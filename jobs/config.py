@@ -107,13 +107,17 @@ class LearnerGroupConfig(LearnerConfig):
     """Learner ranks (one GPU each on clusters)."""
     resources: WorkerResources = WorkerResources(num_cpus=0.25)
     """Ray resources per rank."""
-    weight_transport: WeightTransport = "shm"
+    timeout_s: float = Field(1800.0, gt=0.0)
+    """Deadline of every call to the group (a step, an export, a checkpoint). A rank that dies,
+    raises or misses it stops the whole group with an error naming the rank, instead of the
+    other ranks waiting for it inside a collective."""
+    weight_transport: WeightTransport = "auto"
     """How new weights reach the rollout workers; no rank gathers the model in any of them.
-    `shm`: a file in shared memory that every learner rank fills with its own shard rows and
-    every rollout worker maps (learners and rollout workers on ONE node: this machine, or
-    colocated GPUs). `object_store`: every rank's rows in Ray's object store, fetched and
-    assembled by each worker (any placement). `auto`: both, each worker taking the file when
-    it is on its node and the object store otherwise (the file needs all ranks on one node)."""
+    `auto`: chosen per worker: a file in shared memory that every learner rank fills with its
+    own shard rows, which workers on the learners' node map (when every rank is on one node),
+    and every rank's rows in Ray's object store, which workers on other nodes fetch and
+    assemble. `shm`: the file alone (learners and rollout workers on ONE node). `object_store`:
+    the object store alone (for benchmarks and tests)."""
 
 
 class TrackingConfig(BaseModel):

@@ -21,11 +21,12 @@ def make_learner_group(
     config: LearnerConfig,
     world_size: int,
     resources: WorkerResources,
-    transport: WeightTransport = "shm",
+    transport: WeightTransport = "auto",
+    timeout_s: float = 1800.0,
 ) -> LearnerGroup:
     actor = ray.remote(LearnerWorker).options(**resources.actor_options())
 
     def factory(rank: int, size: int) -> Any:
         return actor.remote(config, rank, size)
 
-    return LearnerGroup(factory, world_size, transport)
+    return LearnerGroup(factory, world_size, transport, timeout_s)

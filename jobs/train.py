@@ -61,7 +61,11 @@ class Trainer:
         self.rewards = make_reward_pool(config.rewards, make_verifiers(config.rewards))
         learner = config.learner
         self.learner = make_learner_group(
-            learner, learner.world_size, learner.resources, learner.weight_transport
+            learner,
+            learner.world_size,
+            learner.resources,
+            learner.weight_transport,
+            learner.timeout_s,
         )
         self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
 

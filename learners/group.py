@@ -11,9 +11,10 @@ driver.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import ray
 
@@ -26,17 +27,29 @@ from learners.weight_export import WeightTransport
 LearnerFactory = Callable[[int, int], Any]  # (rank, world_size) -> LearnerWorker actor handle
 
 
+class LearnerFailure(RuntimeError):
+    """A learner rank died, failed or timed out: the group cannot go on (every FSDP collective
+    needs every rank), so all its ranks are stopped."""
+
+
 class LearnerGroup:
     def __init__(
-        self, factory: LearnerFactory, world_size: int, transport: WeightTransport = "shm"
+        self,
+        factory: LearnerFactory,
+        world_size: int,
+        transport: WeightTransport = "auto",
+        timeout_s: float = 1800.0,
     ) -> None:
         self.workers = [factory(rank, world_size) for rank in range(world_size)]
         self.transport = transport
+        self.timeout_s = timeout_s
+        self.failed = False  # a rank failed: every rank is stopped
         self.last_copy_s = 0.0  # the slowest rank's copy time in the last shm export
         self._shared: list[tuple[str, int, str]] = []  # (path, data start, node), oldest first
         self._specs: tuple[ParameterSpec, ...] | None = None
-        address = ray.get(self.workers[0].rendezvous.remote())
-        ray.get([w.setup.remote(address) for w in self.workers])
+        address = self._all([self.workers[0].rendezvous.remote()], "rendezvous")[0]
+        self._all([w.setup.remote(address) for w in self.workers], "setup")
+        self.nodes: list[str] = self._all(self._call("node_id"), "node_id")  # each rank's node
 
     @property
     def world_size(self) -> int:
@@ -46,15 +59,14 @@ class LearnerGroup:
         """One optimizer step on all rows; the metrics are reduced over the ranks."""
         norm = normalizer(rows)
         shards = split_for_ranks(rows, self.world_size)
-        metrics = ray.get(
-            [w.step.remote(s, norm) for w, s in zip(self.workers, shards, strict=True)]
-        )
-        return dict(metrics[0])
+        refs = [w.step.remote(s, norm) for w, s in zip(self.workers, shards, strict=True)]
+        return dict(self._all(refs, "step")[0])
 
     def logprobs(self, rows: Sequence[TrainRow]) -> list[list[float]]:
         """The policy's per-token logprobs of `rows`, in order."""
         shards = split_for_ranks(rows, self.world_size)
-        parts = ray.get([w.logprobs.remote(s) for w, s in zip(self.workers, shards, strict=True)])
+        refs = [w.logprobs.remote(s) for w, s in zip(self.workers, shards, strict=True)]
+        parts = self._all(refs, "logprobs")
         return [parts[i % self.world_size][i // self.world_size] for i in range(len(rows))]
 
     def export_weights(self, version: int) -> SharedWeights | ShardedWeights:
@@ -64,7 +76,7 @@ class LearnerGroup:
         if self.transport == "shm":
             return self._export_shared(version)
         shared = None
-        if self.transport == "auto" and len(set(ray.get(self._call("node_id")))) == 1:
+        if self.transport == "auto" and len(set(self.nodes)) == 1:
             shared = self._export_shared(version)
         return self.sharded(version, shared)
 
@@ -80,6 +92,33 @@ class LearnerGroup:
     def _call(self, method: str) -> list[Any]:
         return [getattr(w, method).remote() for w in self.workers]
 
+    def _all(self, refs: list[Any], what: str) -> list[Any]:
+        """Every rank's result, in rank order, failing fast: the first rank that dies or raises
+        (while the others wait for it inside a collective) ends the call, and so does the
+        deadline. Then every rank is stopped and `LearnerFailure` says which rank and why."""
+        deadline, pending = time.monotonic() + self.timeout_s, list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                late = [refs.index(ref) for ref in pending]
+                self._fail(f"learner {what}: ranks {late} did not answer in {self.timeout_s:.0f} s")
+            for ref in ready:
+                try:
+                    ray.get(ref)
+                except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
+                    cause = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                    self._fail(f"learner {what}: rank {refs.index(ref)} failed: {cause}")
+        return ray.get(refs)
+
+    def _fail(self, message: str) -> NoReturn:
+        self.failed = True
+        for worker in self.workers:
+            ray.kill(worker, no_restart=True)
+        raise LearnerFailure(
+            f"{message}. The learner group stopped all its ranks (FSDP needs every rank); "
+            "restart the job with --resume to continue from the last checkpoint"
+        )
+
     def _export_shared(self, version: int) -> SharedWeights:
         if len(self._shared) < 2:
             self._shared.append(ray.get(self.workers[0].create_shared.remote()))
@@ -89,20 +128,24 @@ class LearnerGroup:
             # already allocated, which makes rewriting it several times faster than a new file.
             self._shared.append(self._shared.pop(0))
         path, data_start, node_id = self._shared[-1]
-        seconds = ray.get([w.write_shared.remote(path, data_start) for w in self.workers])
+        seconds = self._all(
+            [w.write_shared.remote(path, data_start) for w in self.workers], "export"
+        )
         self.last_copy_s = max(seconds)
         return SharedWeights(path, node_id, version)
 
     def save(self, path: Path, extra: dict[str, Any]) -> None:
-        ray.get([w.save.remote(str(path), extra) for w in self.workers])
+        self._all([w.save.remote(str(path), extra) for w in self.workers], "save")
 
     def load(self, path: Path) -> dict[str, Any]:
-        return dict(ray.get([w.load.remote(str(path)) for w in self.workers])[0])
+        return dict(self._all([w.load.remote(str(path)) for w in self.workers], "load")[0])
 
     def export_hf(self, out: Path) -> None:
-        ray.get([w.export_hf.remote(str(out)) for w in self.workers])
+        self._all([w.export_hf.remote(str(out)) for w in self.workers], "export_hf")
 
     def shutdown(self) -> None:
+        if self.failed:  # ranks already stopped; their files, unheld, go with the next job's
+            return
         if self._shared:  # readers keep their mappings; the files go
             ray.get(self.workers[0].remove_files.remote([path for path, *_ in self._shared]))
         ray.get([w.shutdown.remote() for w in self.workers])

@@ -60,8 +60,10 @@ def test_two_ranks_step_exactly_like_one(
         before = weights(group)
         metrics = group.step(rows[:3])  # odd: one rank also runs a masked filler row
         after = weights(group)
-        # Each rank writes its own shard rows into the shared file: it equals the gathered copy.
-        shared = group.export_weights(1)
+        # Each rank writes its own shard rows into the shared file (`auto` on one node makes
+        # one): it equals every rank's rows assembled from the object store.
+        shared = group.export_weights(1).shared
+        assert shared is not None
         assert max_diff({n: t.numpy() for n, t in shared.tensors()}, after) == 0.0
         # ... under the names of the checkpoint on disk: an engine loads the file as it is.
         assert set(load_file(shared.path)) == set(load_file(Path(config.model) / MODEL_FILE))
@@ -85,7 +87,8 @@ def test_resume_from_a_checkpoint_is_exact(
     for version in range(3):  # steps 4, 5 and 6
         group.step(rows)
         after.append(weights(group))
-        shared = group.export_weights(version)
+        shared = group.export_weights(version).shared
+        assert shared is not None
         assert max_diff({n: t.numpy() for n, t in shared.tensors()}, after[-1]) == 0.0
         paths.append(shared.path)
     # The two files take turns: the one reused for version 2 holds step 6, not its step 4.
@@ -121,9 +124,9 @@ def test_after_a_step_every_rollout_worker_serves_the_new_weights(
     prompt = TokenPrompt(t.token_ids, t.images)
     old = [ray.get(s.handle.score.remote([prompt]))[0].logprobs for s in pool.slots.values()]
     sampled = [i for i, m in enumerate(t.loss_mask) if m]
-    # version 1 through shared memory (the group's default), version 2 through the object store
-    # (each worker assembles the ranks' rows), version 3 `auto`: both, and each worker here maps
-    # the file, which is on its node
+    # version 1 through shared memory, version 2 through the object store (each worker assembles
+    # the ranks' rows), version 3 `auto` (the default): both, and each worker here maps the
+    # file, which its node wrote
     for version, transport in ((1, "shm"), (2, "object_store"), (3, "auto")):
         group.step(rows)
         group.transport = transport
@@ -133,6 +136,8 @@ def test_after_a_step_every_rollout_worker_serves_the_new_weights(
         [learner] = group.logprobs([TrainRow.from_trajectory(t, 0.0)])
         for slot, before in zip(pool.slots.values(), old, strict=True):
             assert ray.get(slot.handle.ready.remote()) == version  # the version it serves
+            via = "object store" if transport == "object_store" else "shared memory"
+            assert ray.get(slot.handle.weights_source.remote()) == (version, via)
             [served] = ray.get(slot.handle.score.remote([prompt]))
             assert max(abs(a - b) for a, b in zip(served.logprobs, before, strict=True)) > 1e-3
             # the engine scores the expanded sequence; compare at the sampled tokens
