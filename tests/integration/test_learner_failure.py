@@ -21,7 +21,8 @@ from learners.batch import TrainRow
 from learners.config import LearnerConfig
 from learners.group import LearnerFailure, LearnerGroup
 
-pytestmark = pytest.mark.integration
+# slow: CI's fast suite stays under 30 minutes; run with `bash scripts/test.sh -m slow`
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RANK = WorkerResources(num_cpus=0.25)
 
 

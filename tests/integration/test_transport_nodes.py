@@ -28,7 +28,8 @@ from jobs.learner import make_learner_group
 from learners.batch import TrainRow
 from learners.config import LearnerConfig, OptimConfig
 
-pytestmark = pytest.mark.integration
+# slow: CI's fast suite stays under 30 minutes; run with `bash scripts/test.sh -m slow`
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
