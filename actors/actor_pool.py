@@ -122,15 +122,21 @@ class ActorPool:
         self.slots: dict[int, _Slot] = {}
         self._ids = itertools.count()
         self._failed_starts = 0
-        names = ("replaced", "retried", "timed_out")
+        names = ("replaced", "retried", "timed_out", "released")
         self._metric = {n: f"{name}/{n}" for n in names}
-        self.metrics: dict[str, float] = dict.fromkeys(self._metric.values(), 0)
+        self.counts: dict[str, float] = dict.fromkeys(self._metric.values(), 0)
         for _ in range(config.min_workers):
             self._add_worker()
 
     @property
     def size(self) -> int:
         return len(self.slots)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Cumulative replaced, retried, timed-out and released counts, and the pool size now
+        (starting actors included)."""
+        return {**self.counts, f"{self.name}/size": float(self.size)}
 
     def wait_ready(self) -> None:
         """Block until every actor is up (a stuck or failed start is replaced, within limits)."""
@@ -153,8 +159,8 @@ class ActorPool:
 
     def broadcast(self, call: Callable[[Any], Any], what: str) -> None:
         """`call(actor)` (an ObjectRef) for every actor, each within `request_timeout_s`; an
-        actor that fails or is late is replaced (a new actor gets what `_on_new_worker` gives
-        it). `what` names the call in log lines."""
+        actor that fails or is late is replaced (the new one is prepared by `_start`). `what`
+        names the call in log lines."""
         refs = {call(s.handle): wid for wid, s in self.slots.items()}
         timeout = self.config.request_timeout_s
         done, late = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
@@ -166,18 +172,23 @@ class ActorPool:
                 self._replace(refs[ref], _Call(), kill=True)
         for ref in late:
             logger.warning("%s actor %d: %s over %g s", self.name, refs[ref], what, timeout)
-            self.metrics[self._metric["timed_out"]] += 1
+            self.counts[self._metric["timed_out"]] += 1
             self._replace(refs[ref], _Call(), kill=True)
 
     def scale_down_idle(self) -> int:
-        """Release idle actors above the minimum; returns how many were released."""
+        """Release ready actors idle past `idle_timeout_s` while more than `min_workers` are
+        ready (the train loop calls it between steps; starting actors are kept); returns how
+        many were released."""
         now, released = time.monotonic(), 0
+        ready = sum(s.is_ready for s in self.slots.values())
         for wid, slot in list(self.slots.items()):
-            idle = slot.outstanding == 0 and now - slot.last_busy >= self.config.idle_timeout_s
-            if idle and self.size > self.config.min_workers:
+            idle = now - slot.last_busy >= self.config.idle_timeout_s
+            if idle and slot.is_ready and slot.outstanding == 0 and ready > self.config.min_workers:
                 self._release(wid)
                 released += 1
+                ready -= 1
         if released:
+            self.counts[self._metric["released"]] += released
             self._request_resources()
         return released
 
@@ -185,8 +196,11 @@ class ActorPool:
         for wid in list(self.slots):
             self._release(wid)
 
-    def _on_new_worker(self, handle: Any) -> None:
-        """Hook: prepare a new actor before it takes work (actor calls run in order)."""
+    def _start(self, handle: Any) -> Any:
+        """Hook: the ObjectRef that resolves once a new actor can take work (its `ready()`; a
+        pool may first prepare it, as actor calls run in order). An error there is a failed
+        start: the actor is replaced."""
+        return handle.ready.remote()
 
     def _poll(self, call: _Call) -> None:
         """Wait up to a second for a result or a start, then enforce the deadlines."""
@@ -257,7 +271,7 @@ class ActorPool:
             if now > chunk.deadline and ref in call.inflight:
                 timeout = self.config.request_timeout_s
                 logger.warning("%s actor %d held a chunk over %g s", self.name, wid, timeout)
-                self.metrics[self._metric["timed_out"]] += 1
+                self.counts[self._metric["timed_out"]] += 1
                 del call.inflight[ref]
                 self._replace(wid, call, kill=True)
                 self._retry(chunk, call, f"no result within {timeout:g} s")
@@ -268,7 +282,7 @@ class ActorPool:
 
     def _retry(self, chunk: _Chunk, call: _Call, reason: str) -> None:
         if chunk.attempts < self.config.max_attempts:
-            self.metrics[self._metric["retried"]] += 1
+            self.counts[self._metric["retried"]] += 1
             call.queue.appendleft(chunk)
         else:
             call.results[chunk.index] = call.failed(chunk.items, reason)
@@ -304,7 +318,7 @@ class ActorPool:
         if slot is not None:
             if kill:
                 ray.kill(slot.handle)
-            self.metrics[self._metric["replaced"]] += 1
+            self.counts[self._metric["replaced"]] += 1
         while self.size < self.config.min_workers:
             self._add_worker()
 
@@ -316,8 +330,7 @@ class ActorPool:
 
     def _add_worker(self) -> None:
         handle = self.factory()
-        self._on_new_worker(handle)
-        self.slots[next(self._ids)] = _Slot(handle, handle.ready.remote())
+        self.slots[next(self._ids)] = _Slot(handle, self._start(handle))
         logger.info("%s pool: %d actors", self.name, self.size)
 
     def _release(self, wid: int) -> None:

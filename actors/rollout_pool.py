@@ -4,7 +4,8 @@
 sample, in order: the pool's own episode (training's), or another one on the same engines
 (validation's greedy episode, an evaluation's mode and cap). Every new worker (a scale-up or a
 replacement) first loads the current weights, then takes work. A chunk that keeps failing
-yields trajectories marked failed, so a step never silently loses samples.
+yields trajectories marked failed, so a step never silently loses samples. A worker whose load
+fails counts as a failed start and is replaced.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ class RolloutPool(ActorPool):
             ),
         )
 
-    def _on_new_worker(self, handle: Any) -> None:
-        if self.weights is not None:  # actor calls run in order: weights before any rollout
-            handle.update_weights.remote(*self.weights)
+    def _start(self, handle: Any) -> Any:
+        """Load the current weights first: the load's answer is the readiness probe, so a
+        worker whose load fails never takes work (it is replaced)."""
+        if self.weights is None:
+            return handle.ready.remote()
+        return handle.update_weights.remote(*self.weights)

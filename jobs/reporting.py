@@ -26,6 +26,7 @@ def rollout_metrics(trajectories: Sequence[Trajectory], seconds: float) -> dict[
     areas = [_area_ratio(t) for t in ran]
     tokens = sum(t.num_policy_tokens for t in trajectories)
     return {
+        "rollout/trajectories": float(len(trajectories)),
         "rollout/failed": sum(t.failure is not None for t in trajectories) / n,
         "rollout/fallback_rate": sum(t.fallback is not None for t in ran) / n,
         "rollout/vision_tokens_coarse": sum(t.coarse_tokens for t in ran) / max(1, len(ran)),

@@ -5,8 +5,10 @@
 Each step reads top to bottom: take a batch of samples (read on demand from a seeded shuffle,
 `core.stream`), roll out G two-stage trajectories per sample (rollout pool), score them (reward
 pool), compute group advantages and update the policy (learner group), send the new weights to
-every rollout worker, log to MLflow, and every K steps validate, log sample trajectories and
-checkpoint. `--resume` continues the latest checkpoint (its data cursor included) in the same
+every rollout worker, release rollout and reward actors idle past their pool's
+`idle_timeout_s`, log to MLflow (pool sizes, node count, replaced and retried actors included),
+and every K steps validate, log sample trajectories and checkpoint. `--resume` continues the
+latest checkpoint (its data cursor included) in the same
 MLflow run. Under `ray job submit` it joins the cluster; otherwise it starts a local Ray.
 """
 
@@ -48,6 +50,14 @@ CURVES = (
     "val/accuracy",
     "val/region",
     "val/iou",
+)
+POOL_CURVES = (  # capacity and faults: `pool_curves.png`
+    "pool/size",
+    "pool/replaced",
+    "pool/retried",
+    "reward_pool/size",
+    "reward_pool/replaced",
+    "cluster/nodes",
 )
 
 
@@ -105,6 +115,7 @@ class Trainer:
         """One GRPO step; returns its metrics, trajectories and their scores."""
         group_size = self.config.episode.group_size
         timer = _Timer()
+        version = self.rollout.version  # every trajectory must be sampled with it
         trajectories = self.rollout.run(batch)
         timer.lap("rollout")
         results = self.rewards.score(trajectories)
@@ -114,8 +125,12 @@ class Trainer:
         timer.lap("learn")
         self.rollout.publish_weights(step, self.learner.export_weights(step))
         timer.lap("sync")
+        self.rollout.scale_down_idle()  # between steps: nothing is in flight
+        self.rewards.scale_down_idle()
         metrics = {
             **rollout_metrics(trajectories, timer.times["time/rollout"]),
+            "rollout/off_version": float(sum(t.weight_version != version for t in trajectories)),
+            "cluster/nodes": float(sum(node["Alive"] for node in ray.nodes())),
             **reward_metrics(results),
             **learned,
             **self.rollout.metrics,
@@ -161,7 +176,7 @@ class Trainer:
 
     def _log(self, tracker: MLflowTracker, metrics: dict[str, float], step: int) -> None:
         tracker.log_metrics(metrics, step)
-        for name in CURVES:
+        for name in CURVES + POOL_CURVES:
             if name in metrics:
                 self.history[name].append((step, metrics[name]))
 
@@ -198,8 +213,10 @@ class Trainer:
         final = self.run_dir / "final"
         self.learner.export_hf(final)
         tracker.log_artifact(final, "final")
-        curves = plot_curves(dict(self.history), self.run_dir / "reward_curves.png")
-        tracker.log_artifact(curves, "plots")
+        for names, file in ((CURVES, "reward_curves.png"), (POOL_CURVES, "pool_curves.png")):
+            curves = {name: self.history[name] for name in names if name in self.history}
+            if curves:
+                tracker.log_artifact(plot_curves(curves, self.run_dir / file), "plots")
         tracker.end("FINISHED")
 
 

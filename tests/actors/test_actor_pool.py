@@ -73,7 +73,8 @@ def pool(local_ray: None) -> Iterator[ActorPool]:
 
 def test_results_come_back_in_item_order(pool: ActorPool) -> None:
     assert pool.map(list(range(9)), failed) == [2 * x for x in range(9)]
-    assert pool.metrics == {"toy/replaced": 0, "toy/retried": 0, "toy/timed_out": 0}
+    counts = {"toy/replaced": 0, "toy/retried": 0, "toy/timed_out": 0, "toy/released": 0}
+    assert pool.metrics == {**counts, "toy/size": 2}
 
 
 def test_a_dead_actor_is_replaced_and_its_chunk_fails_only_after_every_attempt(
@@ -119,5 +120,15 @@ def test_the_pool_grows_under_backlog_and_releases_idle_actors(local_ray: None) 
     pool.wait_ready()
     assert pool.map(list(range(12)), failed) == [2 * x for x in range(12)]
     assert pool.size == 3  # 12 one-item chunks: a backlog over 2 per actor
+    pool.wait_ready()  # the last one may still be starting: it is kept until it is up
     assert pool.scale_down_idle() == 2 and pool.size == 1
+    assert pool.metrics["toy/released"] == 2 and pool.metrics["toy/size"] == 1
+    pool.shutdown()
+
+
+def test_an_actor_still_starting_is_not_released_as_idle(local_ray: None) -> None:
+    pool = make_pool(min_workers=1, max_workers=2, chunk_size=1, idle_timeout_s=0.0)
+    pool.wait_ready()
+    pool._add_worker()  # what a scale-up does: the new actor is starting, none of its work done
+    assert pool.scale_down_idle() == 0 and pool.size == 2  # one ready (the minimum), one starting
     pool.shutdown()
