@@ -97,6 +97,12 @@ class LoopConfig(BaseModel):
     seed: int = 0
     """Seeds the driver's shuffling and, unless `rollout.episode.seed` is set, the rollout
     sampling (per-request seeds; see `EpisodeConfig.seed`)."""
+    max_staleness: int = Field(0, ge=0, le=1)
+    """Weight versions a trained trajectory may lag the learner. 0: synchronous (roll out,
+    score, learn, sync, in turn). 1: the next step's batch is rolled out and scored while the
+    learner trains on this one, with the weights of the step before; off-policy samples are
+    corrected by `learner.grpo.tis_cap` (required) and older ones are never trained on (none
+    can be, by construction; `train/too_stale` counts them)."""
 
 
 class LearnerGroupConfig(LearnerConfig):
@@ -200,6 +206,16 @@ class TrainConfig(BaseModel):
             if isinstance(episode, dict):
                 episode.setdefault("seed", train.get("seed", LoopConfig().seed))
         return data
+
+    @model_validator(mode="after")
+    def _staleness_corrected(self) -> TrainConfig:
+        grpo = self.learner.grpo
+        if self.train.max_staleness and grpo.old_logprobs == "learner" and grpo.tis_cap is None:
+            raise ValueError(
+                "train.max_staleness >= 1 trains on samples of older weights: set"
+                " learner.grpo.tis_cap (e.g. 2.0) to correct them, or old_logprobs = engine"
+            )
+        return self
 
     @property
     def episode(self) -> EpisodeConfig:

@@ -7,7 +7,9 @@ Each step reads top to bottom: take a batch of samples (read on demand from a se
 pool), compute group advantages and update the policy (learner group), send the new weights to
 every rollout worker, release rollout and reward actors idle past their pool's
 `idle_timeout_s`, log to MLflow (pool sizes, node count, replaced and retried actors included),
-and every K steps validate, log sample trajectories and checkpoint. `--resume` continues the
+and every K steps validate, log sample trajectories and checkpoint. With `train.max_staleness =
+1` the next step's batch is rolled out and scored (on a driver thread) while the learner trains
+on this one, and the weights are sent once both are done. `--resume` continues the
 latest checkpoint (its data cursor included) in the same
 MLflow run. Under `ray job submit` it joins the cluster; otherwise it starts a local Ray.
 """
@@ -20,6 +22,8 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
@@ -61,11 +65,24 @@ POOL_CURVES = (  # capacity and faults: `pool_curves.png`
 )
 
 
+@dataclass
+class Produced:
+    """A batch rolled out and scored: its trajectories, their scores, the weight version the
+    workers served when its rollout began, and the rollout's and the scoring's times."""
+
+    trajectories: list[Trajectory]
+    results: list[RewardResult]
+    version: int
+    times: dict[str, float]
+
+
 class Trainer:
     """Owns the three actor groups and runs the loop."""
 
     def __init__(self, config: TrainConfig, run_dir: Path) -> None:
         self.config, self.run_dir = config, run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
         self.train_data, self.val_samples = load_data(config)
         self.rollout = make_rollout_pool(config.rollout)
         self.rewards = make_reward_pool(config.rewards, make_verifiers(config.rewards))
@@ -78,6 +95,7 @@ class Trainer:
             learner.timeout_s,
         )
         self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        self._ahead = ThreadPoolExecutor(1, "rollout-ahead")  # `train.max_staleness = 1`
 
     def fit(self, resume: bool) -> str:
         """Run every remaining step; returns the MLflow run id."""
@@ -89,17 +107,21 @@ class Trainer:
         self.rollout.wait_ready()
         self.rewards.wait_ready()
         bar = tqdm(range(step + 1, cfg.steps + 1), initial=step, total=cfg.steps, desc="train")
+        ahead: Future[tuple[Produced, int]] | None = None  # the next step's batch (staleness 1)
         try:
             if step == 0 and cfg.val_before_train:  # the baseline every later point compares with
                 self._log(tracker, self.validate(), 0)
             for step in bar:
-                batch, cursor = next_batch(self.train_data, cursor, cfg.prompts_per_step)
-                metrics, trajectories, results = self.step(batch, step)
+                produced, cursor = ahead.result() if ahead else self._produce(cursor)
+                ahead = None
+                if cfg.max_staleness and step < cfg.steps:
+                    ahead = self._ahead.submit(self._produce, cursor)
+                metrics = self._learn(produced, step, ahead)
                 if step % cfg.val_every == 0 or step == cfg.steps:
                     metrics.update(self.validate())
                 self._log(tracker, metrics, step)
                 if step % cfg.samples_every == 0:
-                    self._log_samples(tracker, step, trajectories, results)
+                    self._log_samples(tracker, step, produced.trajectories, produced.results)
                 bar.set_postfix(_postfix(metrics, self.history))
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                     self._checkpoint(step, cursor, tracker.run_id)
@@ -109,36 +131,61 @@ class Trainer:
             raise
         return tracker.run_id
 
-    def step(
-        self, batch: list[Sample], step: int
-    ) -> tuple[dict[str, float], list[Trajectory], list[RewardResult]]:
-        """One GRPO step; returns its metrics, trajectories and their scores."""
-        group_size = self.config.episode.group_size
-        timer = _Timer()
+    def _produce(self, cursor: int) -> tuple[Produced, int]:
+        """Roll out and score the batch at `cursor` with the weights the workers serve now;
+        returns it and the cursor after it."""
+        batch, cursor = next_batch(self.train_data, cursor, self.config.train.prompts_per_step)
+        start = time.perf_counter()
         version = self.rollout.version  # every trajectory must be sampled with it
         trajectories = self.rollout.run(batch)
-        timer.lap("rollout")
+        rolled = time.perf_counter()
         results = self.rewards.score(trajectories)
-        timer.lap("reward")
-        rows = training_rows(trajectories, results, group_size, self.config)
+        times = {"time/rollout": rolled - start, "time/reward": time.perf_counter() - rolled}
+        return Produced(trajectories, results, version, times), cursor
+
+    def _learn(self, produced: Produced, step: int, ahead: Future | None) -> dict[str, float]:
+        """Train on a produced batch, then (once `ahead`, the next batch, is rolled out: the
+        pool must be idle) send the new weights to every worker and release idle actors;
+        returns the step's metrics."""
+        start = time.perf_counter()
+        trajectories, results = produced.trajectories, produced.results
+        staleness = [step - 1 - t.weight_version for t in trajectories]  # learner: step - 1
+        fresh = [lag <= self.config.train.max_staleness for lag in staleness]
+        group_size = self.config.episode.group_size
+        rows = training_rows(trajectories, results, group_size, self.config, fresh)
         learned = self.learner.step(rows) if rows else {}
-        timer.lap("learn")
+        learned_at = time.perf_counter()
+        if ahead is not None:
+            wait([ahead])
+        waited_at = time.perf_counter()
         self.rollout.publish_weights(step, self.learner.export_weights(step))
-        timer.lap("sync")
         self.rollout.scale_down_idle()  # between steps: nothing is in flight
         self.rewards.scale_down_idle()
-        metrics = {
-            **rollout_metrics(trajectories, timer.times["time/rollout"]),
-            "rollout/off_version": float(sum(t.weight_version != version for t in trajectories)),
+        end = time.perf_counter()
+        produce = produced.times["time/rollout"] + produced.times["time/reward"]
+        step_time = end - start if ahead is not None else end - start + produce
+        return {
+            **rollout_metrics(trajectories, produced.times["time/rollout"]),
+            "rollout/off_version": float(
+                sum(t.weight_version != produced.version for t in trajectories)
+            ),
             "cluster/nodes": float(sum(node["Alive"] for node in ray.nodes())),
             **reward_metrics(results),
             **learned,
             **self.rollout.metrics,
             **self.rewards.metrics,
             "train/trained_rows": float(len(rows)),
-            **timer.times,
+            "train/staleness_mean": sum(staleness) / max(1, len(staleness)),
+            "train/staleness_max": float(max(staleness, default=0)),
+            "train/too_stale": float(fresh.count(False)),
+            **produced.times,
+            "time/learn": learned_at - start,
+            "time/wait_rollout": waited_at - learned_at,
+            "time/sync": end - waited_at,
+            "time/step": step_time,
+            "time/learner_busy_fraction": (learned_at - start) / step_time,
+            "time/rollout_busy_fraction": min(1.0, produce / step_time),
         }
-        return metrics, trajectories, results
 
     def validate(self) -> dict[str, float]:
         """Accuracy, region score and vision tokens on the held-out split
@@ -159,6 +206,7 @@ class Trainer:
         }
 
     def shutdown(self) -> None:
+        self._ahead.shutdown(cancel_futures=True)
         self.rollout.shutdown()
         self.rewards.shutdown()
         self.learner.shutdown()
@@ -225,17 +273,19 @@ def training_rows(
     results: Sequence[RewardResult],
     group_size: int,
     config: TrainConfig,
+    fresh: Sequence[bool] | None = None,
 ) -> list[TrainRow]:
     """GRPO advantages per group (failed rollouts count as reward 0 in their group, then are
-    left out: they have no tokens to train on)."""
+    left out: they have no tokens to train on; so are those not `fresh`, too stale to train)."""
     grpo = config.learner.grpo
     rewards = torch.tensor([r.total for r in results], dtype=torch.float64)
     groups = torch.arange(len(trajectories)) // group_size
     advantages = group_advantages(rewards, groups, grpo.advantage_std, grpo.std_eps)
+    fresh = fresh if fresh is not None else [True] * len(trajectories)
     return [
         TrainRow.from_trajectory(t, float(a))
-        for t, a in zip(trajectories, advantages, strict=True)
-        if t.failure is None and t.token_ids
+        for t, a, ok in zip(trajectories, advantages, fresh, strict=True)
+        if ok and t.failure is None and t.token_ids
     ]
 
 
@@ -269,18 +319,6 @@ def load_data(config: TrainConfig) -> tuple[SampleSource, list[Sample]]:
     return train, val
 
 
-class _Timer:
-    def __init__(self) -> None:
-        self.start = self.last = time.perf_counter()
-        self.times: dict[str, float] = {}
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.times[f"time/{name}"] = now - self.last
-        self.times["time/step"] = now - self.start
-        self.last = now
-
-
 def _postfix(
     metrics: dict[str, float], history: dict[str, list[tuple[int, float]]]
 ) -> dict[str, str]:
@@ -300,16 +338,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--address", default=None, help="Ray address (default: auto or local)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config, args = parse_job_args(TrainConfig, parser, argv)
-    run_dir = Path(config.train.run_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
     ray.init(address=args.address)
-    trainer = Trainer(config, run_dir)
+    trainer = Trainer(config, Path(config.train.run_dir).resolve())
     try:
         run_id = trainer.fit(args.resume)
     finally:
         trainer.shutdown()
-    print(f"finished: MLflow run {run_id}, final weights in {run_dir / 'final'}")
+    print(f"finished: MLflow run {run_id}, final weights in {trainer.run_dir / 'final'}")
 
 
 if __name__ == "__main__":
