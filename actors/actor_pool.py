@@ -34,6 +34,9 @@ ActorFactory = Callable[[], Any]  # returns a new actor handle
 # `lambda actor, chunk: actor.score.remote(chunk)`
 Task = Callable[[Any, list[Any]], Any]
 Failed = Callable[[list[Any], str], list[Any]]  # (chunk, reason) -> one record per result
+# What each pool of this process asks the autoscaler for, by pool name: Ray keeps one request
+# per cluster (each call replaces the last), so every call sends all pools' bundles together.
+_REQUESTED: dict[str, list[dict[str, float]]] = {}
 
 
 class PoolConfig(BaseModel):
@@ -193,8 +196,11 @@ class ActorPool:
         return released
 
     def shutdown(self) -> None:
+        """Release every actor, and withdraw this pool's request to the autoscaler (Ray keeps a
+        request until the next one: left in place, it would hold the nodes after the job)."""
         for wid in list(self.slots):
             self._release(wid)
+        self._request_resources()
 
     def _start(self, handle: Any) -> Any:
         """Hook: the ObjectRef that resolves once a new actor can take work (its `ready()`; a
@@ -347,4 +353,5 @@ class ActorPool:
             return
         from ray.autoscaler.sdk import request_resources
 
-        request_resources(bundles=[dict(self.worker_resources)] * self.size)
+        _REQUESTED[self.name] = [dict(self.worker_resources)] * self.size
+        request_resources(bundles=[b for bundles in _REQUESTED.values() for b in bundles])

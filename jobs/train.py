@@ -85,7 +85,8 @@ class Trainer:
         (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
         self.train_data, self.val_samples = load_data(config)
         self.rollout = make_rollout_pool(config.rollout)
-        self.rewards = make_reward_pool(config.rewards, make_verifiers(config.rewards))
+        self.verifiers = make_verifiers(config.rewards)
+        self.rewards = make_reward_pool(config.rewards, self.verifiers)
         learner = config.learner
         self.learner = make_learner_group(
             learner,
@@ -112,11 +113,12 @@ class Trainer:
             if step == 0 and cfg.val_before_train:  # the baseline every later point compares with
                 self._log(tracker, self.validate(), 0)
             for step in bar:
+                started = time.perf_counter()
                 produced, cursor = ahead.result() if ahead else self._produce(cursor)
                 ahead = None
                 if cfg.max_staleness and step < cfg.steps:
                     ahead = self._ahead.submit(self._produce, cursor)
-                metrics = self._learn(produced, step, ahead)
+                metrics = self._learn(produced, step, ahead, started)
                 if step % cfg.val_every == 0 or step == cfg.steps:
                     metrics.update(self.validate())
                 self._log(tracker, metrics, step)
@@ -143,10 +145,12 @@ class Trainer:
         times = {"time/rollout": rolled - start, "time/reward": time.perf_counter() - rolled}
         return Produced(trajectories, results, version, times), cursor
 
-    def _learn(self, produced: Produced, step: int, ahead: Future | None) -> dict[str, float]:
+    def _learn(
+        self, produced: Produced, step: int, ahead: Future | None, started: float
+    ) -> dict[str, float]:
         """Train on a produced batch, then (once `ahead`, the next batch, is rolled out: the
         pool must be idle) send the new weights to every worker and release idle actors;
-        returns the step's metrics."""
+        returns the step's metrics (`time/step`: since `started`, this step's beginning)."""
         start = time.perf_counter()
         trajectories, results = produced.trajectories, produced.results
         staleness = [step - 1 - t.weight_version for t in trajectories]  # learner: step - 1
@@ -163,7 +167,7 @@ class Trainer:
         self.rewards.scale_down_idle()
         end = time.perf_counter()
         produce = produced.times["time/rollout"] + produced.times["time/reward"]
-        step_time = end - start if ahead is not None else end - start + produce
+        step_time = end - started
         return {
             **rollout_metrics(trajectories, produced.times["time/rollout"]),
             "rollout/off_version": float(

@@ -3,7 +3,7 @@
 A smoke run, not a timing: each script runs as a user runs it (`python bench/NAME.py`, from the
 repository root, in a fresh process) and must exit 0 with its closing line and no failures.
 The figures these sizes print mean nothing; the documented runs use the scripts' defaults.
-The four that start a vLLM engine take about a minute each, so they run in the `slow` tier
+The ones that start a vLLM engine take about a minute each, so they run in the `slow` tier
 (`bash scripts/test.sh -m slow`) to keep CI under 30 minutes; the others run in every CI.
 """
 
@@ -48,6 +48,7 @@ RUNS = [
         "object_store",
         [SLOW],  # about 80 s: CI's fast suite stays under 30 minutes
     ),
+    ("pipeline", ["--steps", "2"], "async step / slowest role", [SLOW]),
 ]
 
 

@@ -8,6 +8,7 @@ rank, the tiny model; each run is the train job's `Trainer` in this process for 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ def _config(model: Path, run_dir: Path, staleness: int) -> TrainConfig:
         "train.val_before_train": "false",
         "train.val_every": 100,
         "train.samples_every": 100,
-        "train.checkpoint_every": 100,
+        "train.checkpoint_every": 1,
         "data.num_train": 8,
         "data.num_val": 0,
         "learner.world_size": 1,
@@ -46,11 +47,15 @@ def _config(model: Path, run_dir: Path, staleness: int) -> TrainConfig:
     return load_config(ROOT / "configs" / "demo.toml", pairs)
 
 
-def _train(model: Path, run_dir: Path, staleness: int) -> dict[str, list[float]]:
+def _train(
+    model: Path, run_dir: Path, staleness: int, steps: int = STEPS, resume: bool = False
+) -> dict[str, list[float]]:
     """Every metric's values by step, from the run's MLflow store."""
-    trainer = Trainer(_config(model, run_dir, staleness), run_dir)
+    config = _config(model, run_dir, staleness)
+    config = config.model_copy(update={"train": config.train.model_copy(update={"steps": steps})})
+    trainer = Trainer(config, run_dir)
     try:
-        run_id = trainer.fit(resume=False)
+        run_id = trainer.fit(resume=resume)
     finally:
         trainer.shutdown()
     client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
@@ -86,3 +91,17 @@ def test_k1_trains_one_version_behind_and_never_older(runs: dict) -> None:
     for key in COMPARED:  # step 1 is the same batch on the same weights in both modes
         assert ahead[key][0] == sync[key][0], key
     assert ahead["learner/tis_weight_mean"][-1] > 0
+
+
+def test_k1_resumes_without_training_a_sample_twice_or_skipping_one(
+    local_ray: None, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Stopped after step 2 (its batch 3 rolled out ahead and never trained), then resumed: step
+    3 rolls batch 3 out again with step 2's weights, so it trains fresh, and the data cursor
+    ends where an uninterrupted run's does."""
+    _train(tiny_model_dir, tmp_path, 1, steps=2)
+    metrics = _train(tiny_model_dir, tmp_path, 1, steps=STEPS, resume=True)
+    assert metrics["train/staleness_max"] == [0.0, 1.0, 0.0]  # each step logged once
+    assert metrics["train/trained_rows"] == [4.0] * STEPS
+    state = json.loads((tmp_path / "checkpoints" / f"step-{STEPS:06d}" / "state.json").read_text())
+    assert state["extra"]["cursor"] == STEPS * 2  # prompts_per_step: every batch drawn once

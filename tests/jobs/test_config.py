@@ -264,3 +264,13 @@ def test_a_missing_or_malformed_prompt_file_exits_2_naming_it(
         assert exited.value.code == 2
         err = capsys.readouterr().err
         assert f"prompt file {path}" in err and complaint in err
+
+
+def test_staleness_needs_an_off_policy_correction() -> None:
+    demo = Path(__file__).parents[2] / "configs" / "demo.toml"
+    with pytest.raises(ConfigError, match="tis_cap"):
+        load_config(demo, ["--train.max_staleness", "1"])
+    config = load_config(demo, ["--train.max_staleness", "1", "--learner.grpo.tis_cap", "2.0"])
+    assert config.train.max_staleness == 1
+    with pytest.raises(ConfigError, match="max_staleness"):
+        load_config(demo, ["--train.max_staleness", "2", "--learner.grpo.tis_cap", "2.0"])
