@@ -5,8 +5,8 @@ mid-step without losing a sample.
 Rollout workers need the resource `rollout`, reward actors and the verifier `scorer`; only the
 worker node type has them, the head none. The engines are the transformers backend on the tiny
 model, to keep node starts quick (vLLM's CPU engine is covered by the other integration tests).
-In the default run (about 4 minutes; the asynchronous node kill is slow). The cluster is this module's own: its head has its own
-port and temp folder, and only its processes are ended.
+In the default run (about 4 minutes; the asynchronous node kill is slow). The cluster is this
+module's own: its head has its own port and temp folder, and only its processes are ended.
 """
 
 from __future__ import annotations
