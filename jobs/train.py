@@ -210,7 +210,7 @@ class Trainer:
         }
 
     def shutdown(self) -> None:
-        self._ahead.shutdown(cancel_futures=True)
+        self._ahead.shutdown(wait=False, cancel_futures=True)  # a batch ahead ends with the pools
         self.rollout.shutdown()
         self.rewards.shutdown()
         self.learner.shutdown()
