@@ -28,9 +28,13 @@ import psutil
 BIN = Path(sys.executable).parent
 FAKE_NODE_ENV = "RAY_OVERRIDE_NODE_ID_FOR_TESTING"  # the provider names each node's processes
 FAKE_ID_PREFIX = "f" * 40  # the fake provider's node ids (the head's included): f...f00001
-# Ray 2.60's `ray start` turns on token authentication, which a driver in a process that
-# imported Ray before it could not be told to use; this test cluster runs without it.
-ENV = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_AUTH_MODE": "disabled"}
+# Ray 2.60 turns token authentication on for `ray start`, and for the rest of a process that
+# once ran `ray.init()` (it sets RAY_AUTH_MODE=token in os.environ, which drivers started later
+# inherit). A driver and a cluster that disagree fail oddly: actors are destroyed as out of
+# scope the moment they are made. This cluster runs without it, and `connect` makes this
+# process (and the drivers it starts) agree until `disconnect`.
+AUTH_MODE = "RAY_AUTH_MODE"
+ENV = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1", AUTH_MODE: "disabled"}
 
 
 def _free_port() -> int:
@@ -85,6 +89,23 @@ class FakeAutoscalingCluster:
         ]  # fmt: skip
         subprocess.run(command, check=True, capture_output=True, env={**os.environ, **ENV})
         return self.address
+
+    def connect(self) -> None:
+        """Start the cluster and connect this process to it, without authentication."""
+        address = self.start()
+        self._auth_mode = os.environ.get(AUTH_MODE)
+        _set_auth_mode("disabled")
+        import ray
+
+        ray.init(address=address, log_to_driver=False)
+
+    def disconnect(self) -> None:
+        """Disconnect this process, restore its authentication mode, end the cluster."""
+        import ray
+
+        ray.shutdown()
+        _set_auth_mode(getattr(self, "_auth_mode", None))
+        self.shutdown()
 
     def worker_nodes(self) -> list[str]:
         """The ids of the live worker nodes (the head excluded), as the GCS reports them."""
@@ -181,3 +202,15 @@ def _node_ids(process: psutil.Process) -> set[str]:
 def _writes_under(process: psutil.Process, folder: str) -> bool:
     """Whether the process holds a file open under `folder` (its logs, for Ray's agents)."""
     return any(f.path.startswith(folder) for f in process.open_files())
+
+
+def _set_auth_mode(mode: str | None) -> None:
+    """Set (None: unset) RAY_AUTH_MODE and make Ray's config in this process follow it."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    if mode is None:
+        os.environ.pop(AUTH_MODE, None)
+    else:
+        os.environ[AUTH_MODE] = mode
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()

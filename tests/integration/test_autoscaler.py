@@ -50,11 +50,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeAutoscalin
         idle_timeout_minutes=IDLE_MINUTES,
     )
     try:
-        ray.init(address=cluster.start(), log_to_driver=False)
+        cluster.connect()
         yield cluster
     finally:
-        ray.shutdown()
-        cluster.shutdown()
+        cluster.disconnect()
 
 
 def _rollout_config(model: Path) -> RolloutConfig:
