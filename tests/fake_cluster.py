@@ -34,6 +34,10 @@ FAKE_ID_PREFIX = "f" * 40  # the fake provider's node ids (the head's included):
 # scope the moment they are made. This cluster runs without it, and `connect` makes this
 # process (and the drivers it starts) agree until `disconnect`.
 AUTH_MODE = "RAY_AUTH_MODE"
+# Under `uv run`, Ray ships a driver's folder to every worker and starts each worker with its
+# own `uv run` there; many workers starting at once then race to build one virtual environment
+# and import half-written packages. The cluster's workers run this machine's .venv instead.
+UV_HOOK = "RAY_ENABLE_UV_RUN_RUNTIME_ENV"
 ENV = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1", AUTH_MODE: "disabled"}
 
 
@@ -93,8 +97,8 @@ class FakeAutoscalingCluster:
     def connect(self) -> None:
         """Start the cluster and connect this process to it, without authentication."""
         address = self.start()
-        self._auth_mode = os.environ.get(AUTH_MODE)
-        _set_auth_mode("disabled")
+        self._saved = {key: os.environ.get(key) for key in (AUTH_MODE, UV_HOOK)}
+        _set_env({AUTH_MODE: "disabled", UV_HOOK: "0"})
         import ray
 
         ray.init(address=address, log_to_driver=False)
@@ -104,7 +108,7 @@ class FakeAutoscalingCluster:
         import ray
 
         ray.shutdown()
-        _set_auth_mode(getattr(self, "_auth_mode", None))
+        _set_env(getattr(self, "_saved", {}))
         self.shutdown()
 
     def worker_nodes(self) -> list[str]:
@@ -204,13 +208,17 @@ def _writes_under(process: psutil.Process, folder: str) -> bool:
     return any(f.path.startswith(folder) for f in process.open_files())
 
 
-def _set_auth_mode(mode: str | None) -> None:
-    """Set (None: unset) RAY_AUTH_MODE and make Ray's config in this process follow it."""
+def _set_env(values: dict[str, str | None]) -> None:
+    """Set (None: unset) these variables for this process and the drivers it starts, and make
+    Ray in this process follow them (it read both when it was imported)."""
+    from ray._private import ray_constants
     from ray._raylet import AuthenticationTokenLoader, Config
 
-    if mode is None:
-        os.environ.pop(AUTH_MODE, None)
-    else:
-        os.environ[AUTH_MODE] = mode
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = os.environ.get(UV_HOOK, "1") != "0"
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()
