@@ -76,6 +76,7 @@ class FakeAutoscalingCluster:
         self.node_types = node_types
         self.idle_timeout_minutes = idle_timeout_minutes
         self.address = ""
+        self._saved: dict[str, str | None] = {}  # this process's env before `connect`
 
     def start(self) -> str:
         """Start the head and its autoscaler; returns the GCS address."""
@@ -108,7 +109,7 @@ class FakeAutoscalingCluster:
         import ray
 
         ray.shutdown()
-        _set_env(getattr(self, "_saved", {}))
+        _set_env(self._saved)
         self.shutdown()
 
     def worker_nodes(self) -> list[str]:

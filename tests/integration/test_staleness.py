@@ -23,11 +23,11 @@ STEPS = 3
 COMPARED = ("reward/total", "reward/format", "rollout/policy_tokens", "learner/loss")
 
 
-def _config(model: Path, run_dir: Path, staleness: int) -> TrainConfig:
+def _config(model: Path, run_dir: Path, staleness: int, steps: int) -> TrainConfig:
     overrides = {
         "model": model,
         "train.run_dir": run_dir,
-        "train.steps": STEPS,
+        "train.steps": steps,
         "train.max_staleness": staleness,
         "train.prompts_per_step": 2,
         "train.val_before_train": "false",
@@ -51,9 +51,7 @@ def _train(
     model: Path, run_dir: Path, staleness: int, steps: int = STEPS, resume: bool = False
 ) -> dict[str, list[float]]:
     """Every metric's values by step, from the run's MLflow store."""
-    config = _config(model, run_dir, staleness)
-    config = config.model_copy(update={"train": config.train.model_copy(update={"steps": steps})})
-    trainer = Trainer(config, run_dir)
+    trainer = Trainer(_config(model, run_dir, staleness, steps), run_dir)
     try:
         run_id = trainer.fit(resume=resume)
     finally:
