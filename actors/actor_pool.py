@@ -11,12 +11,19 @@ within `start_timeout_s`, counts as stuck and is killed and replaced; after a ch
 actor's `health()` must answer within `health_timeout_s` or it is replaced too (a dead engine
 reports itself there). The rollout pool and the reward pool are this pool with their own task
 (a callable that sends one chunk to one actor) and failure records.
+
+Calls may overlap: several threads may `map` at once (the train loop validates while a driver
+thread rolls out ahead) and `broadcast` without waiting (weights published while chunks are in
+flight). Actors run their calls in the order sent, so a broadcast reaches each actor after its
+chunks in flight and before any chunk sent later; every thread that polls the pool collects
+the broadcast's answers. A lock guards the pool's state; nobody holds it while waiting on Ray.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -34,6 +41,8 @@ ActorFactory = Callable[[], Any]  # returns a new actor handle
 # `lambda actor, chunk: actor.score.remote(chunk)`
 Task = Callable[[Any, list[Any]], Any]
 Failed = Callable[[list[Any], str], list[Any]]  # (chunk, reason) -> one record per result
+# (chunk index, its final results): called as each chunk is done, in completion order
+OnResult = Callable[[int, list[Any]], None]
 # What each pool of this process asks the autoscaler for, by pool name: Ray keeps one request
 # per cluster (each call replaces the last), so every call sends all pools' bundles together.
 _REQUESTED: dict[str, list[dict[str, float]]] = {}
@@ -99,6 +108,16 @@ class _Call:
     task: Task = lambda actor, chunk: None
     results: dict[int, list[Any]] = field(default_factory=dict)
     inflight: dict[Any, tuple[int, _Chunk]] = field(default_factory=dict)
+    on_result: OnResult | None = None
+
+    def done(self, index: int, results: list[Any]) -> None:
+        self.results[index] = results
+        if self.on_result is not None:
+            self.on_result(index, results)
+
+
+class PoolClosed(RuntimeError):
+    """The pool was shut down while a call was running (e.g. from another thread)."""
 
 
 class ActorPool:
@@ -125,11 +144,16 @@ class ActorPool:
         self.slots: dict[int, _Slot] = {}
         self._ids = itertools.count()
         self._failed_starts = 0
+        self._lock = threading.RLock()
+        self._closed = False
+        # broadcast calls not answered yet: ref -> (actor id, deadline, what)
+        self._broadcasts: dict[Any, tuple[int, float, str]] = {}
         names = ("replaced", "retried", "timed_out", "released")
         self._metric = {n: f"{name}/{n}" for n in names}
         self.counts: dict[str, float] = dict.fromkeys(self._metric.values(), 0)
-        for _ in range(config.min_workers):
-            self._add_worker()
+        with self._lock:
+            for _ in range(config.min_workers):
+                self._add_worker()
 
     @property
     def size(self) -> int:
@@ -139,68 +163,80 @@ class ActorPool:
     def metrics(self) -> dict[str, float]:
         """Cumulative replaced, retried, timed-out and released counts, and the pool size now
         (starting actors included)."""
-        return {**self.counts, f"{self.name}/size": float(self.size)}
+        with self._lock:
+            return {**self.counts, f"{self.name}/size": float(self.size)}
 
     def wait_ready(self) -> None:
         """Block until every actor is up (a stuck or failed start is replaced, within limits)."""
         call = _Call()
-        while any(not s.is_ready for s in self.slots.values()):
+        while any(not s.is_ready for s in list(self.slots.values())):
             self._poll(call)
 
-    def map(self, items: list[Any], failed: Failed) -> list[Any]:
+    def map(self, items: list[Any], failed: Failed, on_result: OnResult | None = None) -> list[Any]:
         """The pool's `task`'s results for every item, in item order (chunks that keep failing:
-        `failed(chunk)`)."""
+        `failed(chunk)`). `on_result(index, results)` sees each chunk's final results as soon as
+        they are in (results of chunk `index`, of `chunk_size` items from `index * chunk_size`)."""
         size = self.config.chunk_size
         starts = range(0, len(items), size)
         chunks = deque(_Chunk(i, items[s : s + size]) for i, s in enumerate(starts))
-        call = _Call(failed, chunks, self.task)
+        call = _Call(failed, chunks, self.task, on_result=on_result)
         while call.queue or call.inflight:
-            self._scale_up(len(call.queue))
-            self._dispatch(call)
+            with self._lock:
+                self._scale_up(len(call.queue))
+                self._dispatch(call)
             self._poll(call)
         return [r for i in sorted(call.results) for r in call.results[i]]
 
-    def broadcast(self, call: Callable[[Any], Any], what: str) -> None:
+    def broadcast(self, call: Callable[[Any], Any], what: str, wait: bool = True) -> None:
         """`call(actor)` (an ObjectRef) for every actor, each within `request_timeout_s`; an
         actor that fails or is late is replaced (the new one is prepared by `_start`). `what`
-        names the call in log lines."""
-        refs = {call(s.handle): wid for wid, s in self.slots.items()}
-        timeout = self.config.request_timeout_s
-        done, late = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
-        for ref in done:
-            try:
-                ray.get(ref)
-            except Exception as exc:
-                logger.warning("%s actor %d failed %s: %s", self.name, refs[ref], what, exc)
-                self._replace(refs[ref], _Call(), kill=True)
-        for ref in late:
-            logger.warning("%s actor %d: %s over %g s", self.name, refs[ref], what, timeout)
-            self.counts[self._metric["timed_out"]] += 1
-            self._replace(refs[ref], _Call(), kill=True)
+        names the call in log lines. `wait=False` returns at once: each actor runs the call
+        after the chunks it holds, and whoever polls the pool next collects the answers."""
+        with self._lock:
+            deadline = time.monotonic() + self.config.request_timeout_s
+            sent = [call(s.handle) for s in self.slots.values()]
+            for ref, wid in zip(sent, self.slots, strict=True):
+                self._broadcasts[ref] = (wid, deadline, what)
+        while wait and any(ref in self._broadcasts for ref in sent):
+            self._poll(_Call())
+
+    def settle(self) -> None:
+        """Block until every broadcast so far is answered (or its actor replaced)."""
+        while self._broadcasts:
+            self._poll(_Call())
 
     def scale_down_idle(self) -> int:
         """Release ready actors idle past `idle_timeout_s` while more than `min_workers` are
         ready (the train loop calls it between steps; starting actors are kept); returns how
         many were released."""
-        now, released = time.monotonic(), 0
-        ready = sum(s.is_ready for s in self.slots.values())
-        for wid, slot in list(self.slots.items()):
-            idle = now - slot.last_busy >= self.config.idle_timeout_s
-            if idle and slot.is_ready and slot.outstanding == 0 and ready > self.config.min_workers:
-                self._release(wid)
-                released += 1
-                ready -= 1
-        if released:
-            self.counts[self._metric["released"]] += released
-            self._request_resources()
-        return released
+        with self._lock:
+            now, chosen = time.monotonic(), []
+            ready = sum(s.is_ready for s in self.slots.values())
+            busy = {wid for wid, _, _ in self._broadcasts.values()}
+            for wid, slot in list(self.slots.items()):
+                idle = now - slot.last_busy >= self.config.idle_timeout_s
+                free = slot.is_ready and slot.outstanding == 0 and wid not in busy
+                if idle and free and ready > self.config.min_workers:
+                    chosen.append(self.slots.pop(wid))
+                    ready -= 1
+            if chosen:
+                self.counts[self._metric["released"]] += len(chosen)
+                self._request_resources()
+        for slot in chosen:
+            self._release(slot)
+        return len(chosen)
 
     def shutdown(self) -> None:
         """Release every actor, and withdraw this pool's request to the autoscaler (Ray keeps a
-        request until the next one: left in place, it would hold the nodes after the job)."""
-        for wid in list(self.slots):
-            self._release(wid)
-        self._request_resources()
+        request until the next one: left in place, it would hold the nodes after the job). A
+        call still running in another thread ends with `PoolClosed`."""
+        with self._lock:
+            self._closed = True
+            slots = list(self.slots.values())
+            self.slots.clear()
+            self._request_resources()
+        for slot in slots:
+            self._release(slot)
 
     def _start(self, handle: Any) -> Any:
         """Hook: the ObjectRef that resolves once a new actor can take work (its `ready()`; a
@@ -209,15 +245,27 @@ class ActorPool:
         return handle.ready.remote()
 
     def _poll(self, call: _Call) -> None:
-        """Wait up to a second for a result or a start, then enforce the deadlines."""
-        starting = [s.ready for s in self.slots.values() if not s.is_ready]
-        done, _ = ray.wait(list(call.inflight) + starting, num_returns=1, timeout=1.0)
-        for ref in done:
-            if ref in call.inflight:
-                self._collect(ref, call)
-            else:
-                self._mark_ready(ref, call)
-        self._expire(call)
+        """Wait up to a second for a result, a start or a broadcast's answer (without holding
+        the lock), then handle what came and enforce the deadlines."""
+        with self._lock:
+            if self._closed:
+                raise PoolClosed(f"{self.name} pool was shut down")
+            starting = [s.ready for s in self.slots.values() if not s.is_ready]
+            refs = list(call.inflight) + starting + list(self._broadcasts)
+        if refs:
+            done, _ = ray.wait(refs, num_returns=1, timeout=1.0)
+        else:  # every actor is busy with another call's chunks
+            done = []
+            time.sleep(0.05)
+        with self._lock:
+            for ref in done:
+                if ref in call.inflight:
+                    self._collect(ref, call)
+                elif ref in self._broadcasts:
+                    self._answered(ref, call)
+                else:
+                    self._mark_ready(ref, call)
+            self._expire(call)
 
     def _dispatch(self, call: _Call) -> None:
         while call.queue:
@@ -239,8 +287,12 @@ class ActorPool:
 
     def _collect(self, ref: Any, call: _Call) -> None:
         wid, chunk = call.inflight.pop(ref)
+        slot = self.slots.get(wid)
+        if slot is not None:
+            slot.outstanding -= 1
+            slot.last_busy = time.monotonic()
         try:
-            call.results[chunk.index] = ray.get(ref)
+            results = ray.get(ref)
         except RayActorError as exc:
             logger.warning("%s actor %d died: %s", self.name, wid, exc)
             self._replace(wid, call)
@@ -252,11 +304,16 @@ class ActorPool:
             self._retry(chunk, call, f"{type(cause).__name__}: {cause}")
             if not self._healthy(wid):
                 self._replace(wid, call, kill=True)
-                return
-        slot = self.slots.get(wid)
-        if slot is not None:
-            slot.outstanding -= 1
-            slot.last_busy = time.monotonic()
+            return
+        call.done(chunk.index, results)
+
+    def _answered(self, ref: Any, call: _Call) -> None:
+        wid, _, what = self._broadcasts.pop(ref)
+        try:
+            ray.get(ref)
+        except Exception as exc:
+            logger.warning("%s actor %d failed %s: %s", self.name, wid, what, exc)
+            self._replace(wid, call, kill=True)
 
     def _healthy(self, wid: int) -> bool:
         """The actor's own `health()` within `health_timeout_s` (a dead engine raises there)."""
@@ -271,16 +328,21 @@ class ActorPool:
         return True
 
     def _expire(self, call: _Call) -> None:
-        """Kill and replace actors that hold a chunk past its deadline or start too slowly."""
-        now = time.monotonic()
+        """Kill and replace actors that hold a chunk or a broadcast call past its deadline, or
+        start too slowly."""
+        now, timeout = time.monotonic(), self.config.request_timeout_s
         for ref, (wid, chunk) in list(call.inflight.items()):
             if now > chunk.deadline and ref in call.inflight:
-                timeout = self.config.request_timeout_s
                 logger.warning("%s actor %d held a chunk over %g s", self.name, wid, timeout)
                 self.counts[self._metric["timed_out"]] += 1
                 del call.inflight[ref]
                 self._replace(wid, call, kill=True)
                 self._retry(chunk, call, f"no result within {timeout:g} s")
+        for ref, (wid, deadline, what) in list(self._broadcasts.items()):
+            if now > deadline and ref in self._broadcasts:
+                logger.warning("%s actor %d: %s over %g s", self.name, wid, what, timeout)
+                self.counts[self._metric["timed_out"]] += 1
+                self._replace(wid, call, kill=True)
         for wid, slot in list(self.slots.items()):
             if not slot.is_ready and now - slot.started > self.config.start_timeout_s:
                 self._failed_start(wid, f"not ready within {self.config.start_timeout_s:g} s")
@@ -291,10 +353,12 @@ class ActorPool:
             self.counts[self._metric["retried"]] += 1
             call.queue.appendleft(chunk)
         else:
-            call.results[chunk.index] = call.failed(chunk.items, reason)
+            call.done(chunk.index, call.failed(chunk.items, reason))
 
     def _mark_ready(self, ref: Any, call: _Call) -> None:
-        wid = next(w for w, s in self.slots.items() if s.ready == ref)
+        wid = next((w for w, s in self.slots.items() if s.ready == ref and not s.is_ready), None)
+        if wid is None:  # another thread took it, or the actor was replaced meanwhile
+            return
         try:
             ray.get(ref)
         except Exception as exc:
@@ -314,18 +378,22 @@ class ActorPool:
             )
 
     def _replace(self, wid: int, call: _Call, kill: bool = False) -> None:
-        """Drop an actor (killing it first if it may still run), requeue its other chunks,
-        and start new ones up to the minimum."""
+        """Drop an actor (killing it first if it may still run), requeue its other chunks of
+        this call (another call's fail when it dies and are retried there), forget its
+        broadcast calls, and start new ones up to the minimum."""
         for ref, (owner, chunk) in list(call.inflight.items()):
             if owner == wid:
                 del call.inflight[ref]
                 call.queue.appendleft(chunk)
+        for ref, (owner, _, _) in list(self._broadcasts.items()):
+            if owner == wid:
+                del self._broadcasts[ref]
         slot = self.slots.pop(wid, None)
         if slot is not None:
             if kill:
                 ray.kill(slot.handle)
             self.counts[self._metric["replaced"]] += 1
-        while self.size < self.config.min_workers:
+        while self.size < self.config.min_workers and not self._closed:
             self._add_worker()
 
     def _scale_up(self, backlog: int) -> None:
@@ -339,12 +407,12 @@ class ActorPool:
         self.slots[next(self._ids)] = _Slot(handle, self._start(handle))
         logger.info("%s pool: %d actors", self.name, self.size)
 
-    def _release(self, wid: int) -> None:
-        slot = self.slots.pop(wid)
+    def _release(self, slot: _Slot) -> None:
+        """Shut a removed actor down (not under the lock: it may take a while), then kill it."""
         try:
             ray.get(slot.handle.shutdown.remote(), timeout=30)
         except Exception:  # already dead or stuck: kill it either way
-            logger.debug("actor %d did not shut down cleanly", wid)
+            logger.debug("%s actor did not shut down cleanly", self.name)
         ray.kill(slot.handle)
         logger.info("%s pool: released an actor, %d left", self.name, self.size)
 

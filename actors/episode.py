@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -71,11 +72,14 @@ class _Stage1:
 
 @dataclass(frozen=True)
 class EpisodeRunner:
-    """Runs batches of two-stage episodes on any `Engine`."""
+    """Runs batches of two-stage episodes on any `Engine`. `on_crops` sees each batch's
+    trajectories once their crops exist, before stage 2 (the rollout worker sends the verifier
+    their queries there)."""
 
     chat: ChatTokens
     templates: PromptTemplates
     config: EpisodeConfig
+    on_crops: Callable[[list[Trajectory]], None] | None = None
 
     def run(self, engine: Engine, samples: list[Sample]) -> list[Trajectory]:
         """`group_size` trajectories per sample, grouped by sample, in sample order."""
@@ -95,6 +99,8 @@ class EpisodeRunner:
             for (i, p), group in zip(ready, firsts, strict=True)
             for g, first in enumerate(group)
         ]
+        if self.on_crops is not None:
+            self.on_crops([t for _, t, _, _ in pending])
         start = time.perf_counter()
         turns = [(t.sample.id, 2, t.group_index) for _, t, _, _ in pending]
         seconds = engine.generate(

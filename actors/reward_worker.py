@@ -1,4 +1,5 @@
-"""Reward actors: rule components in-process, region verification through the verifier.
+"""Reward actors: rule components in-process, region verification through the verifier (its
+answers collected when the rollout worker asked early, while stage 2 generated; else asked).
 
 `RewardWorker` is a plain class (`jobs/` wraps it with `ray.remote`); `RewardPool` is an
 `ActorPool` of them that scores a step's trajectories and returns one `RewardResult` per
@@ -8,9 +9,13 @@ marked failed, so the step still has a result for every trajectory.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from actors.actor_pool import ActorFactory, ActorPool, PoolConfig
+from actors.verifier import VerifierClient
 from core.trajectory import Trajectory
 from rewards.registry import RewardConfig, RewardResult, check_components, score_trajectory
 from rewards.score import Score
@@ -33,25 +38,58 @@ class RewardWorker:
         return {}
 
     def score(self, trajectories: list[Trajectory]) -> list[RewardResult]:
-        verdicts = self._verify(trajectories)
+        verdicts, waits = self._verify(trajectories)
         return [
-            score_trajectory(t, v, self.config) for t, v in zip(trajectories, verdicts, strict=True)
+            replace(
+                score_trajectory(t, v, self.config),
+                verifier_s=v.seconds if v else 0.0,
+                verifier_wait_s=wait,
+            )
+            for t, v, wait in zip(trajectories, verdicts, waits, strict=True)
         ]
 
     def shutdown(self) -> None:
         """Nothing to release: the verifier actors are shared and outlive this one."""
 
-    def _verify(self, trajectories: list[Trajectory]) -> list[VerifierAnswer | None]:
-        """One batched verifier call for every trajectory that chose a region."""
-        if "region" not in self.config.weights or self.verifier is None:
-            return [None] * len(trajectories)
+    def _verify(
+        self, trajectories: list[Trajectory]
+    ) -> tuple[list[VerifierAnswer | None], list[float]]:
+        """The verifier's answer for every trajectory that chose a region (collected when its
+        rollout worker asked early, else asked now, in one batch), and each one's share of the
+        time this actor waited for them."""
+        answers: list[VerifierAnswer | None] = [None] * len(trajectories)
+        waits = [0.0] * len(trajectories)
+        verifier = self.verifier
+        if "region" not in self.config.weights or verifier is None:
+            return answers, waits
         queries = [query_for(t) for t in trajectories]
-        asked = [q for q in queries if q is not None]
-        answers = self.verifier.answer(asked)
-        if len(answers) != len(asked):
-            raise ValueError(f"the verifier gave {len(answers)} answers to {len(asked)} queries")
-        replies = iter(answers)
-        return [next(replies) if q is not None else None for q in queries]
+        if isinstance(verifier, VerifierClient):
+            early = [i for i, q in enumerate(queries) if q and trajectories[i].early_query]
+            asked = [trajectories[i].early_query for i in early]
+            _timed(early, lambda: verifier.collect(asked), answers, waits)
+        late = [(i, q) for i, q in enumerate(queries) if q is not None and answers[i] is None]
+        ask = [q for _, q in late]
+        _timed([i for i, _ in late], lambda: verifier.answer(ask), answers, waits)
+        return answers, waits
+
+
+def _timed(
+    indices: list[int],
+    get: Callable[[], Sequence[VerifierAnswer | None]],
+    answers: list[VerifierAnswer | None],
+    waits: list[float],
+) -> None:
+    """Put `get()`'s answers at `indices`, and share the time it took among them."""
+    if not indices:
+        return
+    start = time.perf_counter()
+    got = get()
+    if len(got) != len(indices):
+        raise ValueError(f"the verifier gave {len(got)} answers to {len(indices)} queries")
+    share = (time.perf_counter() - start) / len(indices)
+    for i, answer in zip(indices, got, strict=True):
+        answers[i] = answer
+        waits[i] += share
 
 
 class RewardPool(ActorPool):

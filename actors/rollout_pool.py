@@ -10,7 +10,7 @@ fails counts as a failed start and is replaced.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import ray
@@ -47,23 +47,37 @@ class RolloutPool(ActorPool):
         """Put the weights in the object store once; every worker (and later ones) loads them."""
         self.publish_weights(version, ray.put([(n, to_wire(t)) for n, t in named]))
 
-    def publish_weights(self, version: int, weights: Any) -> None:
-        """Serve `weights` from every worker (starting ones included), then return: a
-        `SharedWeights` file or `ShardedWeights`, as the learner group's `export_weights` gives
-        them (no copy through the driver), or an ObjectRef of [(name, array)]."""
-        self.weights = (version, weights)
-        self.broadcast(
-            lambda actor: actor.update_weights.remote(version, weights), "update_weights"
-        )
+    def publish_weights(self, version: int, weights: Any, wait: bool = True) -> None:
+        """Serve `weights` from every worker (starting ones included): a `SharedWeights` file or
+        `ShardedWeights`, as the learner group's `export_weights` gives them (no copy through
+        the driver), or an ObjectRef of [(name, array)]. `wait=False` returns at once: each
+        worker loads them after the chunks it holds, which finish on (and are labelled with) the
+        version they began with, and before any chunk sent later; call `settle()` before
+        reusing what `weights` refers to."""
+        with self._lock:
+            self.weights = (version, weights)
+            self.broadcast(
+                lambda actor: actor.update_weights.remote(version, weights),
+                "update_weights",
+                wait=False,
+            )
+        if wait:
+            self.settle()
 
     @property
     def version(self) -> int:
         """The weight version the workers serve (0 before any publish)."""
         return self.weights[0] if self.weights else 0
 
-    def run(self, samples: list[Sample], episode: EpisodeConfig | None = None) -> list[Trajectory]:
+    def run(
+        self,
+        samples: list[Sample],
+        episode: EpisodeConfig | None = None,
+        on_result: Callable[[int, list[Trajectory]], None] | None = None,
+    ) -> list[Trajectory]:
         """`episode.group_size` trajectories per sample, in sample order (default: the pool's
-        episode); a chunk that keeps failing yields trajectories marked failed."""
+        episode); a chunk that keeps failing yields trajectories marked failed. `on_result`
+        sees each chunk's trajectories as soon as they are in (see `ActorPool.map`)."""
         episode = episode or self.episode
         version = self.version
         return self.map(
@@ -71,6 +85,7 @@ class RolloutPool(ActorPool):
             lambda chunk, why: failed_trajectories(
                 [r.sample for r in chunk], episode.group_size, version, why
             ),
+            on_result,
         )
 
     def _start(self, handle: Any) -> Any:

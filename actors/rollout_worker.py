@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from actors.engine import EngineConfig, Scored, TokenPrompt
 from actors.episode import EpisodeConfig
 from actors.guarded_engine import build_engine
 from actors.single_stage import make_runner
+from actors.verifier import ask_early
 from core.prompts import DEFAULT_PROMPTS, PromptTemplates
 from core.sample import Sample
 from core.sharded_weights import ShardedWeights, from_wire
@@ -44,13 +46,20 @@ class EpisodeRequest:
 class RolloutWorker:
     """Hosts one engine and turns batches of episode requests into trajectories."""
 
-    def __init__(self, engine: EngineConfig, prompts: str = str(DEFAULT_PROMPTS)) -> None:
+    def __init__(
+        self,
+        engine: EngineConfig,
+        prompts: str = str(DEFAULT_PROMPTS),
+        verifiers: list[Any] | None = None,
+    ) -> None:
         from transformers import AutoTokenizer
 
         self.engine = build_engine(engine)
         self.chat = ChatTokens(AutoTokenizer.from_pretrained(engine.model))
         self.templates = PromptTemplates.load(prompts)
         self.weights_via = ""
+        self.verifiers = verifiers or []  # asked as soon as stage 1's crops exist
+        self._turn = itertools.count(random.randrange(len(self.verifiers) or 1))
 
     def ready(self) -> int:
         """Returns the weight version once the engine is up (a cheap readiness probe)."""
@@ -64,10 +73,15 @@ class RolloutWorker:
         """Each request's `group_size` trajectories, in request order; consecutive requests
         with the same episode config run as one batch."""
         trajectories: list[Trajectory] = []
+        on_crops = self._ask_verifier if self.verifiers else None
         for episode, run in itertools.groupby(requests, key=lambda r: r.episode):
-            runner = make_runner(self.chat, self.templates, episode)
+            runner = make_runner(self.chat, self.templates, episode, on_crops)
             trajectories += runner.run(self.engine, [r.sample for r in run])
         return trajectories
+
+    def _ask_verifier(self, trajectories: list[Trajectory]) -> None:
+        """Send the crops to the next verifier actor now; stage 2 generates meanwhile."""
+        ask_early(self.verifiers[next(self._turn) % len(self.verifiers)], trajectories)
 
     def score(self, prompts: list[TokenPrompt]) -> list[Scored]:
         """The engine's logprobs of given sequences (to check what weights it serves)."""

@@ -18,6 +18,7 @@ carrying the reason, never a gap.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -47,11 +48,17 @@ class Runner(Protocol):
     def run(self, engine: Engine, samples: list[Sample]) -> list[Trajectory]: ...
 
 
-def make_runner(chat: ChatTokens, templates: PromptTemplates, config: EpisodeConfig) -> Runner:
-    """The two-stage `EpisodeRunner` or the `SingleStageRunner`, as `config.mode` says."""
+def make_runner(
+    chat: ChatTokens,
+    templates: PromptTemplates,
+    config: EpisodeConfig,
+    on_crops: Callable[[list[Trajectory]], None] | None = None,
+) -> Runner:
+    """The two-stage `EpisodeRunner` (calling `on_crops` before stage 2) or the
+    `SingleStageRunner` (no crops), as `config.mode` says."""
     if config.mode == "single-stage":
         return SingleStageRunner(chat, templates, config)
-    return EpisodeRunner(chat, templates, config)
+    return EpisodeRunner(chat, templates, config, on_crops)
 
 
 @dataclass(frozen=True)

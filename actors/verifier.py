@@ -5,6 +5,9 @@ answers batches of `VerifierQuery`: the crop is the ONLY image in its prompt, th
 with its options, and decoding is greedy. `VerifierClient` sends a batch to one of the verifier
 actors with a timeout and retries on the next; a batch that still fails comes back as answers
 with `failure` set, which the region reward scores as failed (counted, never a silent zero).
+`ask_early` is how a rollout worker sends a batch's queries as soon as its crops exist, so the
+verifier answers while stage 2 generates; the reward actor then only collects the answers
+(`VerifierClient.collect`), and asks again itself if they are lost or late.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from actors.chat_tokens import ChatTokens
 from actors.engine import EngineConfig, Sampling, TokenPrompt
 from actors.guarded_engine import build_engine
 from core.prompts import DEFAULT_PROMPTS, PromptTemplates, verifier_messages
-from rewards.verifier import VerifierAnswer, VerifierQuery
+from core.trajectory import Trajectory
+from rewards.verifier import EarlyQuery, VerifierAnswer, VerifierQuery, query_for
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +82,10 @@ class VerifierWorker:
             temperature=0.0,
             banned_token_ids=self.chat.vision_token_ids,
         )
+        start = time.perf_counter()
         outputs = self.engine.generate(prompts, sampling)
-        return [VerifierAnswer(self.chat.decode(out[0].token_ids)) for out in outputs]
+        share = (time.perf_counter() - start) / max(1, len(outputs))
+        return [VerifierAnswer(self.chat.decode(out[0].token_ids), None, share) for out in outputs]
 
     def shutdown(self) -> None:
         self.engine.shutdown()
@@ -132,6 +138,19 @@ class VerifierClient:
         failure = f"{reason} ({self.max_attempts} attempts)"
         return [VerifierAnswer(failure=failure) for _ in queries]
 
+    def collect(self, early: list[EarlyQuery]) -> list[VerifierAnswer | None]:
+        """The answers to queries sent early, within `timeout_s` in all; None for each one whose
+        batch failed, was lost with the rollout worker that sent it, or is late."""
+        deadline = time.monotonic() + self.timeout_s
+        batches: dict[Any, list[VerifierAnswer] | None] = {}
+        for ref in dict.fromkeys(q.answers for q in early):
+            try:
+                batches[ref] = ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
+            except Exception as exc:  # late, the verifier failed, or its owner died
+                logger.warning("an early verifier query is lost (%s); asking again", exc)
+                batches[ref] = None
+        return [None if (batch := batches[q.answers]) is None else batch[q.index] for q in early]
+
     def _restart_if_unhealthy(self, handle: Any) -> None:
         try:
             ray.get(handle.health.remote(), timeout=self.timeout_s)
@@ -155,3 +174,14 @@ class VerifierClient:
             except Exception as exc:
                 logger.warning("restarted verifier did not come up: %s", exc)
                 return
+
+
+def ask_early(handle: Any, trajectories: list[Trajectory]) -> None:
+    """Send the verifier the queries of the trajectories that chose a region, without waiting,
+    and note on each where its answer will be (`Trajectory.early_query`)."""
+    asked = [(t, q) for t in trajectories if (q := query_for(t)) is not None]
+    if not asked:
+        return
+    answers = handle.answer.remote([q for _, q in asked])
+    for index, (trajectory, _) in enumerate(asked):
+        trajectory.early_query = EarlyQuery(answers, index)

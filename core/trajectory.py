@@ -46,6 +46,7 @@ class Trajectory:
     time_stage1_s: float = 0.0
     time_stage2_s: float = 0.0
     failure: str | None = None
+    early_query: Any = None  # `rewards.verifier.EarlyQuery`, when the verifier was asked early
 
     @property
     def prompt_id(self) -> str:

@@ -97,12 +97,13 @@ class LoopConfig(BaseModel):
     seed: int = 0
     """Seeds the driver's shuffling and, unless `rollout.episode.seed` is set, the rollout
     sampling (per-request seeds; see `EpisodeConfig.seed`)."""
-    max_staleness: int = Field(0, ge=0, le=1)
-    """Weight versions a trained trajectory may lag the learner. 0: synchronous (roll out,
-    score, learn, sync, in turn). 1: the next step's batch is rolled out and scored while the
-    learner trains on this one, with the weights of the step before; off-policy samples are
-    corrected by `learner.grpo.tis_cap` (required) and older ones are never trained on (none
-    can be, by construction; `train/too_stale` counts them)."""
+    max_staleness: int = Field(0, ge=0)
+    """Weight versions a trained trajectory may lag the learner. 0: synchronous (roll out and
+    score, learn, sync, in turn). k >= 1: a driver thread rolls out and scores the batch of
+    step b as soon as the workers were sent version b - 1 - k, while the learner trains; new
+    weights reach each worker after the chunks it holds. Off-policy samples are corrected by
+    `learner.grpo.tis_cap` (required) and older ones are never trained on (none can be, by
+    construction; `train/too_stale` counts them)."""
 
 
 class LearnerGroupConfig(LearnerConfig):

@@ -56,12 +56,13 @@ class RolloutConfig(BaseModel):
     """Prompt templates TOML."""
 
 
-def make_rollout_pool(config: RolloutConfig) -> RolloutPool:
-    """Wrap `RolloutWorker` as a Ray actor with the configured resources and start the pool."""
+def make_rollout_pool(config: RolloutConfig, verifiers: list[Any] | None = None) -> RolloutPool:
+    """Wrap `RolloutWorker` as a Ray actor with the configured resources and start the pool;
+    its workers send `verifiers` (actor handles) their queries as soon as crops exist."""
     actor = ray.remote(RolloutWorker).options(**config.resources.actor_options())
 
     def factory() -> Any:
-        return actor.remote(config.engine, config.prompts)
+        return actor.remote(config.engine, config.prompts, verifiers)
 
     return RolloutPool(factory, config.pool, config.resources.bundle(), config.episode)
 

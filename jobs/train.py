@@ -3,15 +3,16 @@
     python -m jobs.train --config configs/demo.toml [--resume] [--address auto] [--a.b value ...]
 
 Each step reads top to bottom: take a batch of samples (read on demand from a seeded shuffle,
-`core.stream`), roll out G two-stage trajectories per sample (rollout pool), score them (reward
-pool), compute group advantages and update the policy (learner group), send the new weights to
-every rollout worker, release rollout and reward actors idle past their pool's
+`core.stream`), roll out G two-stage trajectories per sample (rollout pool; each worker sends
+the verifier its crops before stage 2) and score each chunk as soon as it is rolled out
+(reward pool), compute group advantages and update the policy (learner group), send the new
+weights to every rollout worker, release rollout and reward actors idle past their pool's
 `idle_timeout_s`, log to MLflow (pool sizes, node count, replaced and retried actors included),
 and every K steps validate, log sample trajectories and checkpoint. With `train.max_staleness =
-1` the next step's batch is rolled out and scored (on a driver thread) while the learner trains
-on this one, and the weights are sent once both are done. `--resume` continues the
-latest checkpoint (its data cursor included) in the same
-MLflow run. Under `ray job submit` it joins the cluster; otherwise it starts a local Ray.
+k >= 1` the batches come from a driver thread that runs up to k weight versions ahead of the
+learner (`jobs.producer`). `--resume` continues the latest checkpoint (its data cursor
+included) in the same MLflow run. Under `ray job submit` it joins the cluster; otherwise it
+starts a local Ray.
 """
 
 from __future__ import annotations
@@ -20,10 +21,8 @@ import argparse
 import json
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
 
 import ray
@@ -37,6 +36,7 @@ from core.synthetic import generate
 from core.trajectory import Trajectory
 from jobs.config import TrainConfig, flatten, parse_job_args
 from jobs.learner import make_learner_group
+from jobs.producer import Produced, Producer, StreamScorer
 from jobs.reporting import plot_curves, rollout_metrics, write_samples
 from jobs.rewards import make_reward_pool, make_verifiers
 from jobs.rollout import make_rollout_pool
@@ -65,17 +65,6 @@ POOL_CURVES = (  # capacity and faults: `pool_curves.png`
 )
 
 
-@dataclass
-class Produced:
-    """A batch rolled out and scored: its trajectories, their scores, the weight version the
-    workers served when its rollout began, and the rollout's and the scoring's times."""
-
-    trajectories: list[Trajectory]
-    results: list[RewardResult]
-    version: int
-    times: dict[str, float]
-
-
 class Trainer:
     """Owns the three actor groups and runs the loop."""
 
@@ -84,8 +73,9 @@ class Trainer:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
         self.train_data, self.val_samples = load_data(config)
-        self.rollout = make_rollout_pool(config.rollout)
         self.verifiers = make_verifiers(config.rewards)
+        early = self.verifiers if "region" in config.rewards.weights else None
+        self.rollout = make_rollout_pool(config.rollout, early)
         self.rewards = make_reward_pool(config.rewards, self.verifiers)
         learner = config.learner
         self.learner = make_learner_group(
@@ -96,7 +86,6 @@ class Trainer:
             learner.timeout_s,
         )
         self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
-        self._ahead = ThreadPoolExecutor(1, "rollout-ahead")  # `train.max_staleness = 1`
 
     def fit(self, resume: bool) -> str:
         """Run every remaining step; returns the MLflow run id."""
@@ -108,17 +97,23 @@ class Trainer:
         self.rollout.wait_ready()
         self.rewards.wait_ready()
         bar = tqdm(range(step + 1, cfg.steps + 1), initial=step, total=cfg.steps, desc="train")
-        ahead: Future[tuple[Produced, int]] | None = None  # the next step's batch (staleness 1)
+        producer = Producer(
+            self._produce,
+            lambda: self.rollout.version,
+            step + 1,
+            cfg.steps,
+            cursor,
+            cfg.max_staleness,
+        )
         try:
             if step == 0 and cfg.val_before_train:  # the baseline every later point compares with
                 self._log(tracker, self.validate(), 0)
             for step in bar:
-                started = time.perf_counter()
-                produced, cursor = ahead.result() if ahead else self._produce(cursor)
-                ahead = None
-                if cfg.max_staleness and step < cfg.steps:
-                    ahead = self._ahead.submit(self._produce, cursor)
-                metrics = self._learn(produced, step, ahead, started)
+                started, busy = time.perf_counter(), producer.busy_s
+                produced = producer.next()
+                metrics = self._learn(produced, step, producer, time.perf_counter() - started)
+                metrics["time/step"] = time.perf_counter() - started
+                metrics.update(_busy(metrics, producer.busy_s - busy))
                 if step % cfg.val_every == 0 or step == cfg.steps:
                     metrics.update(self.validate())
                 self._log(tracker, metrics, step)
@@ -126,48 +121,51 @@ class Trainer:
                     self._log_samples(tracker, step, produced.trajectories, produced.results)
                 bar.set_postfix(_postfix(metrics, self.history))
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                    self._checkpoint(step, cursor, tracker.run_id)
+                    self._checkpoint(step, produced.cursor, tracker.run_id)
             self._finish(tracker)
         except BaseException:
             tracker.end("KILLED")
             raise
+        finally:
+            producer.stop()
         return tracker.run_id
 
-    def _produce(self, cursor: int) -> tuple[Produced, int]:
-        """Roll out and score the batch at `cursor` with the weights the workers serve now;
-        returns it and the cursor after it."""
+    def _produce(self, cursor: int) -> Produced:
+        """Roll out the batch at `cursor` with the weights the workers were sent last, scoring
+        each chunk as soon as it is rolled out."""
         batch, cursor = next_batch(self.train_data, cursor, self.config.train.prompts_per_step)
         start = time.perf_counter()
-        version = self.rollout.version  # every trajectory must be sampled with it
-        trajectories = self.rollout.run(batch)
-        rolled = time.perf_counter()
-        results = self.rewards.score(trajectories)
+        version = self.rollout.version
+        with StreamScorer(self.rewards) as scorer:
+            trajectories = self.rollout.run(batch, on_result=scorer.add)
+            rolled = time.perf_counter()
+        results = scorer.results()
         times = {"time/rollout": rolled - start, "time/reward": time.perf_counter() - rolled}
-        return Produced(trajectories, results, version, times), cursor
+        return Produced(trajectories, results, version, times, cursor)
 
     def _learn(
-        self, produced: Produced, step: int, ahead: Future | None, started: float
+        self, produced: Produced, step: int, producer: Producer, waited: float
     ) -> dict[str, float]:
-        """Train on a produced batch, then (once `ahead`, the next batch, is rolled out: the
-        pool must be idle) send the new weights to every worker and release idle actors;
-        returns the step's metrics (`time/step`: since `started`, this step's beginning)."""
+        """Train on a produced batch, then send the new weights to every worker (with
+        `max_staleness` >= 1 without waiting: a worker loads them after the chunks it holds)
+        and release idle actors; returns the step's metrics. `waited`: the time the learner
+        waited for the batch."""
         start = time.perf_counter()
         trajectories, results = produced.trajectories, produced.results
+        k = self.config.train.max_staleness
         staleness = [step - 1 - t.weight_version for t in trajectories]  # learner: step - 1
-        fresh = [lag <= self.config.train.max_staleness for lag in staleness]
+        fresh = [lag <= k for lag in staleness]
         group_size = self.config.episode.group_size
         rows = training_rows(trajectories, results, group_size, self.config, fresh)
         learned = self.learner.step(rows) if rows else {}
         learned_at = time.perf_counter()
-        if ahead is not None:
-            wait([ahead])
-        waited_at = time.perf_counter()
-        self.rollout.publish_weights(step, self.learner.export_weights(step))
-        self.rollout.scale_down_idle()  # between steps: nothing is in flight
+        self.rollout.settle()  # the last version is loaded everywhere: its file may be reused
+        weights = self.learner.export_weights(step)
+        self.rollout.publish_weights(step, weights, wait=k == 0)
+        producer.sent()
+        self.rollout.scale_down_idle()
         self.rewards.scale_down_idle()
-        end = time.perf_counter()
-        produce = produced.times["time/rollout"] + produced.times["time/reward"]
-        step_time = end - started
+        lags = Counter(staleness)
         return {
             **rollout_metrics(trajectories, produced.times["time/rollout"]),
             "rollout/off_version": float(
@@ -181,14 +179,12 @@ class Trainer:
             "train/trained_rows": float(len(rows)),
             "train/staleness_mean": sum(staleness) / max(1, len(staleness)),
             "train/staleness_max": float(max(staleness, default=0)),
+            **{f"train/staleness_{lag}": float(lags[lag]) for lag in range(k + 1)},
             "train/too_stale": float(fresh.count(False)),
             **produced.times,
+            "time/wait_rollout": waited,
             "time/learn": learned_at - start,
-            "time/wait_rollout": waited_at - learned_at,
-            "time/sync": end - waited_at,
-            "time/step": step_time,
-            "time/learner_busy_fraction": (learned_at - start) / step_time,
-            "time/rollout_busy_fraction": min(1.0, produce / step_time),
+            "time/sync": time.perf_counter() - learned_at,
         }
 
     def validate(self) -> dict[str, float]:
@@ -210,8 +206,7 @@ class Trainer:
         }
 
     def shutdown(self) -> None:
-        self._ahead.shutdown(wait=False, cancel_futures=True)  # a batch ahead ends with the pools
-        self.rollout.shutdown()
+        self.rollout.shutdown()  # a batch being rolled out ahead ends here
         self.rewards.shutdown()
         self.learner.shutdown()
 
@@ -321,6 +316,16 @@ def load_data(config: TrainConfig) -> tuple[SampleSource, list[Sample]]:
         val = list(generate(data.synthetic, num=data.num_val, seed=data.seed + 1_000_003))
     logger.info("data: %d training samples per epoch, %d held out", len(train), len(val))
     return train, val
+
+
+def _busy(metrics: dict[str, float], produced_s: float) -> dict[str, float]:
+    """The share of the step the learner trained, and the share the rollout side (rollout and
+    scoring, on the driver or its thread) worked."""
+    step = metrics["time/step"]
+    return {
+        "time/learner_busy_fraction": metrics["time/learn"] / step,
+        "time/rollout_busy_fraction": min(1.0, produced_s / step),
+    }
 
 
 def _postfix(

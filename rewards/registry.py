@@ -72,10 +72,15 @@ def register(name: str) -> Callable[[RewardFn], RewardFn]:
 
 @dataclass(frozen=True)
 class RewardResult:
-    """Every configured component's score for one trajectory, and the weighted total."""
+    """Every configured component's score for one trajectory, and the weighted total; and the
+    verifier's engine time for its query and the time its scorer waited for the answer (its
+    shares of their batches'), from which the train loop tells how much verifier time was
+    hidden behind the rollout."""
 
     scores: dict[str, Score]
     total: float
+    verifier_s: float = 0.0
+    verifier_wait_s: float = 0.0
 
 
 def check_components(config: RewardConfig) -> None:
@@ -107,7 +112,19 @@ def reward_metrics(results: list[RewardResult]) -> dict[str, float]:
         values = [r.scores[name] for r in results]
         metrics[f"reward/{name}"] = sum(s.value for s in values) / len(values)
         metrics[f"reward/{name}_failed"] = float(sum(s.failed for s in values))
-    return metrics
+    return {**metrics, **verifier_time(results)}
+
+
+def verifier_time(results: list[RewardResult]) -> dict[str, float]:
+    """The verifier's engine time for these results, the time scorers waited for its answers,
+    and the share of the former that nobody waited for (`time/verifier_hidden`: 1 when every
+    answer was in before its trajectory was done, 0 when scorers asked and waited)."""
+    engine = sum(r.verifier_s for r in results)
+    waited = sum(r.verifier_wait_s for r in results)
+    if not engine and not waited:
+        return {}
+    hidden = max(0.0, 1.0 - waited / engine) if engine else 0.0
+    return {"time/verifier": engine, "time/verifier_wait": waited, "time/verifier_hidden": hidden}
 
 
 @register("format")

@@ -8,8 +8,8 @@ to answer, the region was the right one. This module defines what is asked and a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from PIL import Image
 
@@ -27,10 +27,21 @@ class VerifierQuery:
 
 @dataclass(frozen=True)
 class VerifierAnswer:
-    """The verifier's reply, or why it could not answer (timeouts, a dead engine)."""
+    """The verifier's reply, or why it could not answer (timeouts, a dead engine), and this
+    answer's share of its batch's engine time (0 when unknown)."""
 
     text: str = ""
     failure: str | None = None
+    seconds: float = field(default=0.0, compare=False)
+
+
+@dataclass(frozen=True)
+class EarlyQuery:
+    """A verifier query the rollout worker sent as soon as the crop existed, while stage 2 was
+    still generating: the ObjectRef of its batch's answers and this query's index there."""
+
+    answers: Any
+    index: int
 
 
 class Verifier(Protocol):

@@ -8,6 +8,7 @@ and misbehaves on cue, so every rule of the pool is checked without an engine.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,9 +21,13 @@ from actors.actor_pool import ActorPool, PoolConfig
 pytestmark = pytest.mark.integration  # a real local Ray, but no engine: about half a minute
 
 
+SLOW = 1000
+
+
 @ray.remote(num_cpus=0.1)
 class Toy:
-    """Doubles numbers. -1 kills the actor's process, -2 raises, -3 hangs."""
+    """Doubles numbers. -1 kills the actor's process, -2 raises, -3 hangs; a chunk with items
+    from `SLOW` up takes 0.3 s and returns the actor's (pid, version) for each."""
 
     def ready(self) -> int:
         return os.getpid()
@@ -30,7 +35,10 @@ class Toy:
     def health(self) -> bool:
         return True
 
-    def double(self, chunk: list[int]) -> list[int]:
+    def double(self, chunk: list[int]) -> list[Any]:
+        if any(x >= SLOW for x in chunk):  # a slow chunk: (pid, version) for each item
+            time.sleep(0.3)
+            return [(os.getpid(), self.version)] * len(chunk)
         if -1 in chunk:
             os._exit(1)
         if -2 in chunk:
@@ -38,6 +46,13 @@ class Toy:
         if -3 in chunk:
             time.sleep(60)
         return [2 * x for x in chunk]
+
+    def __init__(self) -> None:
+        self.version = 0
+
+    def set_version(self, version: int) -> None:
+        time.sleep(0.2)  # a weight load
+        self.version = version
 
     def tag(self, value: str) -> str:
         if value == "fail":
@@ -132,3 +147,42 @@ def test_an_actor_still_starting_is_not_released_as_idle(local_ray: None) -> Non
     pool._add_worker()  # what a scale-up does: the new actor is starting, none of its work done
     assert pool.scale_down_idle() == 0 and pool.size == 2  # one ready (the minimum), one starting
     pool.shutdown()
+
+
+def test_a_broadcast_sent_mid_map_reaches_each_actor_between_its_chunks(pool: ActorPool) -> None:
+    """`wait=False`: the call returns while chunks run; each actor answers it after the chunks
+    it holds (they keep the old version) and before the ones sent later, and the running map
+    collects the answers: nobody waits for the pool to drain."""
+    stamps: list[tuple[int, int]] = []
+    items = list(range(SLOW, SLOW + 24))
+    stamping = threading.Thread(target=lambda: stamps.extend(pool.map(items, failed)))
+    stamping.start()
+    time.sleep(1.0)  # a few chunks in
+    pool.broadcast(lambda actor: actor.set_version.remote(1), "set_version", wait=False)
+    assert stamping.is_alive()  # returned at once, with the map still running
+    stamping.join(timeout=60)
+    versions = [v for _, v in stamps]
+    assert len(stamps) == 24 and 0 in versions and 1 in versions
+    for pid in {p for p, _ in stamps}:  # each actor: old version, then the new one, never back
+        mine = [v for p, v in stamps if p == pid]
+        assert mine == sorted(mine) and mine[-1] == 1, mine
+    assert not pool._broadcasts  # the map's polls collected both answers
+    assert pool.metrics["toy/replaced"] == 0
+
+
+def test_calls_from_several_threads_share_the_actors(pool: ActorPool) -> None:
+    results: dict[str, list[object]] = {}
+
+    def run(name: str, items: list[int]) -> None:
+        results[name] = pool.map(items, failed)
+
+    slow = list(range(SLOW, SLOW + 8))
+    threads = [threading.Thread(target=run, args=(n, slow)) for n in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    assert pool.map([1, 2, 3], failed) == [2, 4, 6]  # and one on this thread meanwhile
+    for thread in threads:
+        thread.join(timeout=60)
+    assert [len(results[n]) for n in ("a", "b")] == [8, 8]
+    assert all(isinstance(r, tuple) for n in ("a", "b") for r in results[n])
+    assert pool.metrics["toy/replaced"] == 0 and pool.metrics["toy/retried"] == 0

@@ -92,3 +92,22 @@ def test_make_runner_follows_the_mode(chat: ChatTokens) -> None:
     templates = PromptTemplates.load()
     assert isinstance(make_runner(chat, templates, _config()), SingleStageRunner)
     assert isinstance(make_runner(chat, templates, EpisodeConfig()), EpisodeRunner)
+
+
+def test_two_stage_runner_hands_over_the_crops_before_stage_2(chat: ChatTokens) -> None:
+    """`on_crops` (where a rollout worker asks the verifier) sees every member's crop after
+    stage 1 and before stage 2 is generated."""
+    samples = list(generate(SyntheticConfig(), num=2, seed=4))
+    engine = RecordingEngine(chat.encode("<zoom>[8, 8, 40, 40]</zoom><answer>B</answer>"))
+    seen: list[tuple[int, int, int]] = []  # (generate calls so far, members, usable crops)
+
+    def on_crops(trajectories: list[Any]) -> None:
+        usable = [t for t in trajectories if t.fallback is None and len(t.images) == 2]
+        seen.append((len(engine.calls), len(trajectories), len(usable)))
+
+    config = EpisodeConfig(coarse_max_tokens=64, crop_max_tokens=64, group_size=2)
+    runner = make_runner(chat, PromptTemplates.load(), config, on_crops)
+    trajectories = runner.run(engine, samples)
+    assert seen == [(1, 4, 4)]  # once, between the two turns, with all 2 x 2 members
+    assert len(engine.calls) == 2 and len(trajectories) == 4
+    assert all(t.stage2_text for t in trajectories)

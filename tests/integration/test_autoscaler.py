@@ -200,8 +200,10 @@ def test_a_node_killed_mid_run_loses_no_sample(
     assert history("rollout/trajectories") == [prompts * group] * steps
     assert history("train/trained_rows") == [prompts * group] * steps
     assert history("rollout/failed") == [0.0] * steps
-    assert history("rollout/off_version") == [0.0] * steps
-    assert history("train/staleness_max") == [0.0] + [float(staleness)] * (steps - 1)
+    if staleness == 0:  # no request is ever in flight across a weight update
+        assert history("rollout/off_version") == [0.0] * steps
+    assert history("train/staleness_max")[0] == 0.0  # (later batches may pick up newer weights)
+    assert all(lag <= staleness for lag in history("train/staleness_max"))
     assert history("train/too_stale") == [0.0] * steps
     assert history("reward/region_failed") == [0.0] * steps
     assert history("pool/replaced")[-1] >= 1 and history("reward_pool/replaced")[-1] >= 1

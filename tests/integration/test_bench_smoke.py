@@ -48,7 +48,7 @@ RUNS = [
         "object_store",
         [SLOW],  # about 80 s: CI's fast suite stays under 30 minutes
     ),
-    ("pipeline", ["--steps", "2"], "async step / slowest role", [SLOW]),
+    ("pipeline", ["--steps", "2", "--staleness", "2"], "k=2: async / sync steps/s", [SLOW]),
 ]
 
 

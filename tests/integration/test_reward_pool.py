@@ -22,7 +22,7 @@ from actors.actor_pool import PoolConfig
 from actors.engine import EngineConfig
 from actors.resources import WorkerResources
 from actors.reward_worker import RewardPool, RewardWorker
-from actors.verifier import VerifierClient
+from actors.verifier import VerifierClient, ask_early
 from core.trajectory import Trajectory
 from jobs.rewards import RewardPoolConfig, VerifierGroupConfig, make_reward_pool, make_verifiers
 from rewards.registry import DEFAULT_WEIGHTS, RewardConfig, reward_metrics, score_trajectory
@@ -134,7 +134,10 @@ class StallingVerifier:
         self.calls += 1
         if self.calls <= self.stalls:
             time.sleep(20)
-        return [VerifierAnswer("A") for _ in queries]
+        return [VerifierAnswer("A", None, 0.5) for _ in queries]
+
+    def count(self) -> int:
+        return self.calls
 
 
 def _queries(trajectories: list[Trajectory]) -> list[VerifierQuery]:
@@ -166,3 +169,30 @@ def test_a_verifier_that_never_answers_marks_region_failed(
         assert not result.scores["format"].failed  # the other components still count
     assert reward_metrics(results)["reward/region_failed"] == len(chosen)
     ray.kill(stalling)
+
+
+def test_answers_asked_early_are_collected_and_lost_ones_asked_again(
+    local_ray: None, scripted_trajectories: list[Trajectory]
+) -> None:
+    """What a rollout worker does before stage 2 (`ask_early`), then the reward actor: it only
+    collects the answers, and waits less than the verifier worked (the rest was hidden). An
+    early query whose answer is late is asked again through the client, never dropped."""
+    chosen = [t for t in scripted_trajectories if t.fallback is None][:4]
+    prompt: Any = StallingVerifier.remote(0)
+    ask_early(prompt, chosen[:2])
+    time.sleep(1.0)  # "stage 2": the answers come in meanwhile
+    client = VerifierClient([prompt], timeout_s=3.0, max_attempts=2)
+    results = RewardWorker(RewardConfig(), client).score(chosen)  # 2 early, 2 asked now
+    assert ray.get(prompt.count.remote()) == 2  # the early batch and one for the other two
+    assert not any(r.scores["region"].failed for r in results)
+    timing = reward_metrics(results)
+    assert timing["time/verifier"] == pytest.approx(4 * 0.5)
+    assert 0.0 < timing["time/verifier_hidden"] < 1.0  # the two asked now were waited for
+
+    late: Any = StallingVerifier.remote(1)  # sleeps through the early batch
+    ask_early(late, chosen[:2])
+    results = RewardWorker(RewardConfig(), client).score(chosen[:2])
+    assert not any(r.scores["region"].failed for r in results)  # asked again, answered
+    assert ray.get(prompt.count.remote()) == 3
+    for actor in (prompt, late):
+        ray.kill(actor)

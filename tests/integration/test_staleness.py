@@ -1,6 +1,6 @@
 """`train.max_staleness`: k = 0 is the synchronous loop, the same for the same seed; k = 1 trains
 each step after the first on a batch rolled out with the weights of the step before, and never
-on anything older.
+on anything older; k = 2 runs further ahead and still trains nothing older than 2 versions.
 
 Real Ray, the transformers engine (quick to start) for the policy and the verifier, one learner
 rank, the tiny model; each run is the train job's `Trainer` in this process for 3 steps.
@@ -68,8 +68,13 @@ def _train(
 def runs(local_ray: None, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     folder = tmp_path_factory.mktemp("staleness")
     return {
-        name: _train(tiny_model_dir, folder / name, staleness)
-        for name, staleness in (("sync", 0), ("sync_again", 0), ("ahead", 1))
+        name: _train(tiny_model_dir, folder / name, staleness, steps)
+        for name, staleness, steps in (
+            ("sync", 0, STEPS),
+            ("sync_again", 0, STEPS),
+            ("ahead", 1, STEPS),
+            ("ahead2", 2, STEPS + 1),
+        )
     }
 
 
@@ -89,6 +94,18 @@ def test_k1_trains_one_version_behind_and_never_older(runs: dict) -> None:
     for key in COMPARED:  # step 1 is the same batch on the same weights in both modes
         assert ahead[key][0] == sync[key][0], key
     assert ahead["learner/tis_weight_mean"][-1] > 0
+
+
+def test_k2_runs_further_ahead_and_trains_nothing_older_than_2_versions(runs: dict) -> None:
+    ahead = runs["ahead2"]
+    steps = STEPS + 1
+    assert all(lag <= 2 for lag in ahead["train/staleness_max"])
+    assert max(ahead["train/staleness_max"]) >= 1  # batch 2 was rolled out before step 1 ended
+    assert ahead["train/too_stale"] == [0.0] * steps
+    assert ahead["train/trained_rows"] == [4.0] * steps
+    histogram = [ahead[f"train/staleness_{lag}"] for lag in range(3)]
+    assert [sum(counts) for counts in zip(*histogram, strict=True)] == [4.0] * steps
+    assert ahead["train/staleness_0"][0] == 4.0
 
 
 def test_k1_resumes_without_training_a_sample_twice_or_skipping_one(

@@ -272,5 +272,7 @@ def test_staleness_needs_an_off_policy_correction() -> None:
         load_config(demo, ["--train.max_staleness", "1"])
     config = load_config(demo, ["--train.max_staleness", "1", "--learner.grpo.tis_cap", "2.0"])
     assert config.train.max_staleness == 1
+    config = load_config(demo, ["--train.max_staleness", "3", "--learner.grpo.tis_cap", "2.0"])
+    assert config.train.max_staleness == 3
     with pytest.raises(ConfigError, match="max_staleness"):
-        load_config(demo, ["--train.max_staleness", "2", "--learner.grpo.tis_cap", "2.0"])
+        load_config(demo, ["--train.max_staleness", "-1"])
