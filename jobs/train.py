@@ -113,7 +113,7 @@ class Trainer:
                 produced = producer.next()
                 metrics = self._learn(produced, step, producer, time.perf_counter() - started)
                 metrics["time/step"] = time.perf_counter() - started
-                metrics.update(_busy(metrics, producer.busy_s - busy))
+                metrics.update(busy_fractions(metrics, producer.busy_s - busy, len(self.verifiers)))
                 if step % cfg.val_every == 0 or step == cfg.steps:
                     metrics.update(self.validate())
                 self._log(tracker, metrics, step)
@@ -318,14 +318,20 @@ def load_data(config: TrainConfig) -> tuple[SampleSource, list[Sample]]:
     return train, val
 
 
-def _busy(metrics: dict[str, float], produced_s: float) -> dict[str, float]:
-    """The share of the step the learner trained, and the share the rollout side (rollout and
-    scoring, on the driver or its thread) worked."""
+def busy_fractions(
+    metrics: dict[str, float], produced_s: float, verifiers: int
+) -> dict[str, float]:
+    """The share of the step each role worked (its idle share is the rest): the learner
+    training, the rollout side (rollout and scoring, on the driver or its thread) producing,
+    and the verifier actors' engines answering (for the batch trained; if there are any)."""
     step = metrics["time/step"]
-    return {
+    busy = {
         "time/learner_busy_fraction": metrics["time/learn"] / step,
         "time/rollout_busy_fraction": min(1.0, produced_s / step),
     }
+    if verifiers and "time/verifier" in metrics:
+        busy["time/verifier_busy_fraction"] = min(1.0, metrics["time/verifier"] / step / verifiers)
+    return busy
 
 
 def _postfix(

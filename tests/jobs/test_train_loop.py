@@ -13,7 +13,7 @@ from core.stream import ShuffledParquet, SyntheticSource
 from core.synthetic import SyntheticConfig, generate
 from core.trajectory import Trajectory
 from jobs.config import load_config
-from jobs.train import load_data, next_batch, training_rows, validation_episode
+from jobs.train import busy_fractions, load_data, next_batch, training_rows, validation_episode
 from rewards.registry import RewardResult
 
 DEMO = Path(__file__).parents[2] / "configs" / "demo.toml"
@@ -87,3 +87,13 @@ def test_validation_is_greedy_once_per_sample_unless_told_otherwise() -> None:
     sampled = validation_episode(load_config(DEMO, ["--train.val_temperature", "0.7"]))
     assert sampled.temperature == 0.7 and sampled.group_size == load_config(DEMO).episode.group_size
     assert greedy.coarse_max_tokens == load_config(DEMO).episode.coarse_max_tokens  # same budgets
+
+
+def test_busy_fractions_share_the_step_among_the_roles() -> None:
+    metrics = {"time/step": 2.0, "time/learn": 1.5, "time/verifier": 1.0}
+    assert busy_fractions(metrics, produced_s=3.0, verifiers=2) == {
+        "time/learner_busy_fraction": 0.75,
+        "time/rollout_busy_fraction": 1.0,  # more than a step's work (ahead): capped
+        "time/verifier_busy_fraction": 0.25,  # 1 s of engine time over 2 actors x 2 s
+    }
+    assert "time/verifier_busy_fraction" not in busy_fractions(metrics, 1.0, verifiers=0)
