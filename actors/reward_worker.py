@@ -38,14 +38,15 @@ class RewardWorker:
         return {}
 
     def score(self, trajectories: list[Trajectory]) -> list[RewardResult]:
-        verdicts, waits = self._verify(trajectories)
+        verdicts, waits, again = self._verify(trajectories)
         return [
             replace(
                 score_trajectory(t, v, self.config),
                 verifier_s=v.seconds if v else 0.0,
                 verifier_wait_s=wait,
+                verifier_asked_again=i in again,
             )
-            for t, v, wait in zip(trajectories, verdicts, waits, strict=True)
+            for i, (t, v, wait) in enumerate(zip(trajectories, verdicts, waits, strict=True))
         ]
 
     def shutdown(self) -> None:
@@ -53,16 +54,17 @@ class RewardWorker:
 
     def _verify(
         self, trajectories: list[Trajectory]
-    ) -> tuple[list[VerifierAnswer | None], list[float]]:
+    ) -> tuple[list[VerifierAnswer | None], list[float], set[int]]:
         """The verifier's answer for every trajectory that chose a region (collected when its
-        rollout worker asked early, else asked now, in one batch), and each one's share of the
-        time this actor waited for them."""
+        rollout worker asked early, else asked now, in one batch), each one's share of the
+        time this actor waited for them, and which early queries were asked again."""
         answers: list[VerifierAnswer | None] = [None] * len(trajectories)
         waits = [0.0] * len(trajectories)
         verifier = self.verifier
         if "region" not in self.config.weights or verifier is None:
-            return answers, waits
+            return answers, waits, set()
         queries = [query_for(t) for t in trajectories]
+        early: list[int] = []
         if isinstance(verifier, VerifierClient):
             early = [i for i, q in enumerate(queries) if q and trajectories[i].early_query]
             asked = [trajectories[i].early_query for i in early]
@@ -70,7 +72,7 @@ class RewardWorker:
         late = [(i, q) for i, q in enumerate(queries) if q is not None and answers[i] is None]
         ask = [q for _, q in late]
         _timed([i for i, _ in late], lambda: verifier.answer(ask), answers, waits)
-        return answers, waits
+        return answers, waits, {i for i, _ in late} & set(early)
 
 
 def _timed(

@@ -75,12 +75,14 @@ class RewardResult:
     """Every configured component's score for one trajectory, and the weighted total; and the
     verifier's engine time for its query and the time its scorer waited for the answer (its
     shares of their batches'), from which the train loop tells how much verifier time was
-    hidden behind the rollout."""
+    hidden behind the rollout; and whether a query sent early had to be asked again (its
+    answer was late or lost)."""
 
     scores: dict[str, Score]
     total: float
     verifier_s: float = 0.0
     verifier_wait_s: float = 0.0
+    verifier_asked_again: bool = False
 
 
 def check_components(config: RewardConfig) -> None:
@@ -117,14 +119,19 @@ def reward_metrics(results: list[RewardResult]) -> dict[str, float]:
 
 def verifier_time(results: list[RewardResult]) -> dict[str, float]:
     """The verifier's engine time for these results, the time scorers waited for its answers,
-    and the share of the former that nobody waited for (`time/verifier_hidden`: 1 when every
-    answer was in before its trajectory was done, 0 when scorers asked and waited)."""
+    the share of the former that nobody waited for (`time/verifier_hidden`: 1 when every
+    answer was in before its trajectory was done, 0 when scorers asked and waited), and how
+    many early queries were asked again."""
     engine = sum(r.verifier_s for r in results)
     waited = sum(r.verifier_wait_s for r in results)
     if not engine and not waited:
         return {}
-    hidden = max(0.0, 1.0 - waited / engine) if engine else 0.0
-    return {"time/verifier": engine, "time/verifier_wait": waited, "time/verifier_hidden": hidden}
+    return {
+        "time/verifier": engine,
+        "time/verifier_wait": waited,
+        "time/verifier_hidden": max(0.0, 1.0 - waited / engine) if engine else 0.0,
+        "reward/verifier_asked_again": float(sum(r.verifier_asked_again for r in results)),
+    }
 
 
 @register("format")

@@ -188,11 +188,13 @@ def test_answers_asked_early_are_collected_and_lost_ones_asked_again(
     timing = reward_metrics(results)
     assert timing["time/verifier"] == pytest.approx(4 * 0.5)
     assert 0.0 < timing["time/verifier_hidden"] < 1.0  # the two asked now were waited for
+    assert timing["reward/verifier_asked_again"] == 0.0  # those two were never asked early
 
     late: Any = StallingVerifier.remote(1)  # sleeps through the early batch
     ask_early(late, chosen[:2])
     results = RewardWorker(RewardConfig(), client).score(chosen[:2])
     assert not any(r.scores["region"].failed for r in results)  # asked again, answered
+    assert reward_metrics(results)["reward/verifier_asked_again"] == 2.0
     assert ray.get(prompt.count.remote()) == 3
     for actor in (prompt, late):
         ray.kill(actor)
